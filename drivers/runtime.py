@@ -1,0 +1,278 @@
+"""The device-independent half of every driver process.
+
+The main thread owns the DEALER socket to the supervisor (ZeroMQ sockets are
+not thread-safe): it registers, exchanges heartbeats, and turns supervisor
+commands into calls on the device.  A device thread keeps the serial link up
+(reconnecting with backoff) and runs jobs.  Reports from the device side reach
+the main thread through a queue plus a self-pipe that wakes its poll at once,
+so an e-stop confirmation is never delayed by a poll timeout.
+
+What is specific to a device class lives behind :class:`Device`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Protocol
+
+import zmq
+
+from ismctl import bus, wire
+from ismctl.machines import DEVICE, Refused, StateModel
+from ismctl.program import Program, ProgramError
+from ismctl.wire import Message, Result
+
+from .transport import Backoff, PortUnavailable
+
+log = logging.getLogger("ismctl.driver")
+
+
+class JobOutcome(Exception):
+    """Raised by a device when a job cannot go on; ``state`` is failed or cancelled."""
+
+    def __init__(self, state: str, reason: str, last_op: int):
+        super().__init__(reason)
+        self.state, self.reason, self.last_op = state, reason, last_op
+
+
+class Device(Protocol):
+    """What a device class provides; every method but run_job returns quickly."""
+
+    device_class: str
+
+    def connect(self) -> dict:
+        """Open the port and greet the firmware; raise PortUnavailable or ConnectionError."""
+
+    def run_job(self, program: Program, start_op: int, line_base: int, resume: bool, report) -> int:
+        """Stream the program from start_op (exactly: resume finds the firmware's place); return the last op. Blocks."""
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def cancel(self) -> None: ...
+    def emergency_stop(self) -> None: ...
+    def safe_hold(self, heaters_off: bool) -> None: ...
+    def reset(self) -> None: ...
+    def close(self) -> None: ...
+    def attach(self, runtime: "DriverRuntime") -> None:
+        """Receive the runtime, whose set_state() and report() the device calls from any thread."""
+
+
+class DriverRuntime:
+    def __init__(self, device: Device, name: str, supervisor: str, heartbeat_s: float = 0.5):
+        self.device = device
+        self.name = name
+        self.ctx = zmq.Context.instance()
+        self.endpoint = supervisor
+        self.factory = wire.MessageFactory(f"driver:{name}:{os.getpid()}")
+        self.machine = StateModel(DEVICE)
+        self.heartbeat_s = heartbeat_s
+        self.reports: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.current_job: int | None = None
+        self.stop = threading.Event()
+        self.connected = threading.Event()
+        self.reset_requested = threading.Event()
+        self.replies = bus.ReplyCache(256)
+        self.sock = self._connect_socket()
+        device.attach(self)
+
+    def _connect_socket(self) -> zmq.Socket:
+        sock = bus.socket(self.ctx, zmq.DEALER)
+        sock.connect(self.endpoint)
+        return sock
+
+    # ------------------------------------------------------ device-side API
+    def report(self, t: str, **body) -> None:
+        """Thread-safe: queue a message for the supervisor and wake the main loop."""
+        self.reports.put((t, body))
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full, so the loop is already awake
+
+    def set_state(self, trigger: str, reason: str = "") -> None:
+        try:
+            self.machine.trigger_or_refuse(trigger)
+        except Refused:
+            return  # already there, or not meaningful from here: nothing to report
+        self.report("device_state", state=self.machine.state, reason=reason)
+
+    # ---------------------------------------------------------- main thread
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        worker = threading.Thread(target=self._device_loop, name=f"{self.name}-device", daemon=True)
+        worker.start()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        registered_at = 0.0
+        last_heard = time.monotonic()
+        next_heartbeat = 0.0
+        holding = False
+        while not self.stop.is_set():
+            ready = dict(poller.poll(self.heartbeat_s * 250))
+            now = time.monotonic()
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            self._send_reports()
+            if self.sock in ready:
+                while self.sock.poll(0):
+                    msg = self._recv()
+                    if msg is not None:
+                        last_heard = now
+                        self._handle(msg)
+            if now - last_heard > 3 * self.heartbeat_s:
+                if not holding:
+                    log.warning("supervisor lost: holding the device safe and re-registering")
+                    self.device.safe_hold(heaters_off=False)
+                    holding = True
+                if now - registered_at > self.heartbeat_s * 2:
+                    # A new socket: the old one may queue stale messages for a dead peer.
+                    self.sock.close(0)
+                    poller.unregister(self.sock)
+                    self.sock = self._connect_socket()
+                    poller.register(self.sock, zmq.POLLIN)
+                    self._register()
+                    registered_at = now
+            elif holding and self.current_job is None:
+                holding = False
+            if not registered_at:
+                self._register()
+                registered_at = now
+            if now >= next_heartbeat:
+                self._send("heartbeat", {"state": self.machine.state})
+                next_heartbeat = now + self.heartbeat_s
+        log.info("stopping: holding the device safe (heaters off)")
+        self.device.safe_hold(heaters_off=True)
+        self._send_reports()
+        self.device.close()
+        self.sock.close(linger=200)
+        return 0
+
+    def _register(self) -> None:
+        self._send("register", {"device": self.name, "device_class": self.device.device_class, "pid": os.getpid(), "state": self.machine.state})
+
+    def _send(self, t: str, body: dict, arrays=()) -> None:
+        try:
+            self.sock.send_multipart(wire.encode(self.factory.make(t, body, arrays)), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # nobody is listening; heartbeats and registration recover
+
+    def _send_reports(self) -> None:
+        while True:
+            try:
+                t, body = self.reports.get_nowait()
+            except queue.Empty:
+                return
+            self._send(t, body)
+
+    def _recv(self) -> Message | None:
+        frames = self.sock.recv_multipart()
+        try:
+            return wire.decode(frames)
+        except wire.WireError as exc:
+            log.warning("refused a message from the supervisor: %s", exc.reason)
+            self._send("reply", {"result": Result.INVALID.value, "error": exc.reason})
+            return None
+
+    def _handle(self, msg: Message) -> None:
+        if msg.t in ("heartbeat", "reply"):
+            if msg.t == "reply" and msg.body.get("result") != "ok":
+                log.warning("supervisor answered %s: %s", msg.body.get("result"), msg.body.get("error", ""))
+            return
+        if msg.t == "estop":  # first, before any bookkeeping
+            self.device.emergency_stop()
+        cached = self.replies.get(msg.src, msg.id)
+        if cached is not None:
+            self.sock.send_multipart(wire.encode(cached))
+            return
+        result, error = self._command(msg)
+        reply = self.factory.reply(msg, result, error)
+        self.replies.put(msg.src, msg.id, reply)
+        self.sock.send_multipart(wire.encode(reply))
+
+    def _command(self, msg: Message) -> tuple[Result, str]:
+        t, body = msg.t, msg.body
+        if t == "estop":
+            return Result.OK, ""
+        if t == "job_start":
+            if self.current_job is not None and self.current_job != body["job"]:
+                return Result.BUSY, f"already running job {self.current_job}"
+            try:
+                program = Program.from_wire(body["program"], msg.arrays)
+            except ProgramError as exc:
+                return Result.VALIDATION_ERROR, f"bad program: {exc}"
+            self.current_job = body["job"]
+            self.jobs.put((body["job"], program, body["start_op"], body["line_base"], bool(body.get("resume"))))
+            return Result.OK, ""
+        if body.get("job") not in (None, self.current_job):
+            return Result.VALIDATION_ERROR, f"job {body.get('job')} is not running here"
+        actions = {
+            "job_pause": self.device.pause,
+            "job_resume": self.device.resume,
+            "job_cancel": self.device.cancel,
+            "device_reset": self.reset_requested.set,
+        }
+        if t not in actions:
+            return Result.INVALID, f"{t!r} is not a driver command"
+        actions[t]()
+        return Result.OK, ""
+
+    # -------------------------------------------------------- device thread
+    def _device_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stop.is_set():
+            if not self.connected.is_set():
+                self.set_state("connect")
+                try:
+                    info = self.device.connect()
+                except (PortUnavailable, ConnectionError, OSError) as exc:
+                    self.set_state("lost", str(exc))
+                    self.report("event", kind="connect_failed", reason=str(exc), retry_s=backoff.peek())
+                    self.stop.wait(backoff.next())
+                    continue
+                backoff.reset()
+                self.connected.set()
+                self.reset_requested.clear()
+                self.set_state("connected")
+                self.report("event", kind="connected", **info)
+            try:
+                job = self.jobs.get(timeout=0.1)
+            except queue.Empty:
+                if self.reset_requested.is_set():
+                    self._reset_device()
+                continue
+            self._run_job(*job)
+
+    def _reset_device(self) -> None:
+        self.reset_requested.clear()
+        self.device.reset()
+        self.connected.clear()
+        self.set_state("reset")
+
+    def _run_job(self, job_id: int, program: Program, start_op: int, line_base: int, resume: bool) -> None:
+        self.set_state("run")
+        state, reason, last_op = "completed", "", start_op - 1
+        try:
+            last_op = self.device.run_job(program, start_op, line_base, resume, lambda op: self.report("progress", job=job_id, op=op))
+        except JobOutcome as outcome:
+            state, reason, last_op = outcome.state, outcome.reason, outcome.last_op
+        except (ConnectionError, OSError) as exc:
+            # The link broke mid-job: the supervisor pauses the job and resumes it on reconnect.
+            log.warning("job %d: serial link lost: %s", job_id, exc)
+            self.connected.clear()
+            self.current_job = None
+            self.set_state("lost", f"serial link lost: {exc}")
+            return
+        self.current_job = None
+        if self.machine.state not in ("estop", "fault"):
+            self.set_state("done")
+        self.report("job_end", job=job_id, state=state, reason=reason, op=last_op)

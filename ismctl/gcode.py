@@ -1,0 +1,621 @@
+"""G-code import/export at the edge of the stack (Marlin dialect).
+
+``parse(text) -> Program`` turns a slicer's file into the device-independent
+program model: one op per command line, with the 1-based source line, the layer
+and an estimated execution time per op.  ``emit(program) -> text`` goes back.
+Nothing is silently dropped or rewritten: the command text kept for an op is the
+source line minus its comment and surrounding whitespace, byte for byte, so
+``parse(emit(p)).commands == p.commands``.
+
+Validation happens here, before anything is sent to a printer: a malformed line
+raises :class:`GcodeError` naming the line, its text and the reason (or, with
+:func:`validate`, every malformed line is listed).  A line is malformed when
+
+* it does not start with a command letter ``G``/``M``/``T`` and a number;
+* a parameter word has a bad number (``X1.2.3``, ``Xabc``, ``X-``) or, for the
+  commands that need one (``G0``-``G4``, heater set-points), no number at all;
+* it contains ``*`` or a line-number word ``N`` (the driver frames lines with its
+  own ``N<n> ... *<checksum>``) or is an ``M110`` (the driver owns line numbers);
+* it contains a control character or, outside string commands, a non-ASCII
+  character;
+* it is too long: Marlin keeps at most ``MAX_CMD_SIZE - 1`` = 95 bytes of a line
+  *including* the framing the driver adds (``N<line> `` and ``*<checksum>``), and
+  silently drops the rest.  Allowing for line numbers up to 7 digits, a command
+  may be at most :data:`MAX_COMMAND_BYTES` = 82 bytes.
+
+String-argument commands (``M0``/``M1`` with a prompt, ``M16``, ``M23``, ``M28``,
+``M30``, ``M32``, ``M33``, ``M117``, ``M118``, ``M810``-``M819``, ``M928``) take
+the rest of the line as free text: any printable character except ``*`` (and
+``;``, which starts a comment), UTF-8 allowed, parentheses kept.
+
+Layers come from ``;LAYER:<n>`` (Cura), ``;LAYER_CHANGE`` (PrusaSlicer, slic3r)
+or ``; layer <n>`` (Simplify3D) markers: the layer of an op is the number of
+markers seen before it minus one (so -1 before the first marker).  A file
+without markers gets layers from Z: a new layer starts at each extruding XY move
+made at a Z higher than the current layer's.
+
+Time estimate (``duration_s``), per op:
+
+* moves (``G0``-``G3``): Marlin's own model, approximately: modal feedrate
+  (``F``, mm/min, default 1500), ``G90``/``G91``/``M82``/``M83``/``G92``/``G20``/
+  ``G21`` tracked; feedrate limited by Marlin's default per-axis maxima
+  (300/300/5/25 mm/s X/Y/Z/E); a trapezoid profile with the acceleration from
+  ``M204`` (print ``P``, travel ``T``, retract ``R``; default 3000 mm/s^2) capped by
+  the per-axis maxima (3000/3000/100/10000 mm/s^2); junction speeds from
+  Marlin's junction-deviation formula (0.013 mm).  No full look-ahead pass: the
+  entry/exit speeds are made reachable within the move itself only.
+* ``G4 P<ms>``/``G4 S<s>``: the dwell.
+* ``M109``/``M190``/``M191`` (heat and wait): a rough guess from the set-point
+  change, 2 degC/s for a hotend and 0.5 degC/s for bed/chamber from 25 degC (or the
+  previous target), at least 5 s.  Cooling waits (``R``) are guessed at 30 s.
+* ``G28`` 10 s, ``G29`` 60 s; everything else 0 s.
+
+``meta``: ``layers`` (count), ``estimated_s``, ``filament_mm`` (filament pushed
+forward: the high-water mark of E, so re-priming after a retraction is not
+counted twice), ``bbox`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]`` of the
+extruding moves, or ``None``), ``source`` = ``"gcode"``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+
+import numpy as np
+
+from .program import Program
+
+__all__ = [
+    "GcodeError",
+    "MAX_CMD_SIZE",
+    "MAX_COMMAND_BYTES",
+    "STRING_COMMANDS",
+    "parse",
+    "validate",
+    "emit",
+    "check_command",
+]
+
+#: Marlin's MAX_CMD_SIZE: the firmware keeps at most MAX_CMD_SIZE - 1 bytes of a line.
+MAX_CMD_SIZE = 96
+#: Longest command we accept: 95 bytes minus ``N9999999 `` (9) and ``*255`` (4).
+MAX_COMMAND_BYTES = MAX_CMD_SIZE - 1 - len("N9999999 ") - len("*255")
+
+#: M-codes whose argument is free text (Marlin's parser gives them string_arg).
+STRING_COMMANDS = frozenset({0, 1, 16, 23, 28, 30, 32, 33, 117, 118, 928} | set(range(810, 820)))
+
+# Marlin defaults (Configuration.h / Configuration_adv.h)
+_DEFAULT_FEED_MM_MIN = 1500.0
+_MAX_FEED = np.array([300.0, 300.0, 5.0, 25.0])  # mm/s X Y Z E
+_MAX_ACCEL = np.array([3000.0, 3000.0, 100.0, 10000.0])  # mm/s^2
+_DEFAULT_ACCEL = 3000.0
+_JUNCTION_DEVIATION = 0.013  # mm
+_HOME_S = 10.0
+_PROBE_S = 60.0
+_AMBIENT_C = 25.0
+
+# Values that need a number in these commands ("G1 X" is malformed).
+_NEEDS_VALUE = {
+    ("G", 0): None, ("G", 1): None, ("G", 2): None, ("G", 3): None, ("G", 4): None,  # None: every word
+    ("M", 104): "SR", ("M", 109): "SR", ("M", 140): "SR", ("M", 190): "SR",
+    ("M", 141): "SR", ("M", 191): "SR",
+}
+
+
+class GcodeError(ValueError):
+    """A malformed G-code line: ``line`` (1-based), ``text`` (the source line), ``reason``."""
+
+    def __init__(self, line: int, text: str, reason: str):
+        self.line = line
+        self.text = text
+        self.reason = reason
+        shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f'line {line}: "{shown}": {reason}')
+
+    def __reduce__(self):
+        return (GcodeError, (self.line, self.text, self.reason))
+
+
+# ---------------------------------------------------------------------------
+# line syntax
+
+_NUM = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+_NUM_RE = re.compile(_NUM, re.ASCII)
+# The fast path: an ordinary command (no quotes, no N, no *); only a subset of the
+# valid lines, everything it rejects goes through _diagnose which is the real rule.
+_FAST_RE = re.compile(
+    r"([GMTgmt])[ \t]*([0-9]+)(?:\.[0-9]+)?"
+    r"(?:[ \t]*[A-MO-Za-mo-z](?:[ \t]*" + _NUM + r")?)*",
+    re.ASCII,
+)
+_WORD_RE = re.compile(r"([A-Za-z])[ \t]*(" + _NUM + r")?", re.ASCII)
+_HEAD_RE = re.compile(r"([A-Za-z])[ \t]*([0-9]+)(?:\.([0-9]+))?", re.ASCII)
+_LAYER_RE = re.compile(r"\s*(?:LAYER:\s*-?[0-9]+|LAYER_CHANGE\b|layer\s+-?[0-9]+)", re.ASCII)
+
+
+def _strip_comments(raw: str) -> tuple[str, str | None, str | None]:
+    """-> (command text, comment after ';' or None, error reason or None)."""
+    comment = None
+    k = raw.find(";")
+    if k >= 0:
+        comment = raw[k + 1:]
+        raw = raw[:k]
+    s = raw.strip()
+    if "(" in s:
+        head = _HEAD_RE.match(s)
+        if not (head and head.group(1) in "Mm" and int(head.group(2)) in STRING_COMMANDS):
+            out = []
+            i = 0
+            while True:
+                j = s.find("(", i)
+                if j < 0:
+                    out.append(s[i:])
+                    break
+                out.append(s[i:j])
+                e = s.find(")", j + 1)
+                if e < 0:
+                    return s, comment, "unclosed ( comment"
+                i = e + 1
+            s = "".join(out).strip()
+    return s, comment, None
+
+
+def _bad_char(s: str, allow_unicode: bool) -> str | None:
+    for ch in s:
+        o = ord(ch)
+        if o < 32 and ch != "\t" or o == 127:
+            return f"control character 0x{o:02x}"
+        if o > 127 and not allow_unicode:
+            return f"non-ASCII character {ch!r}"
+    return None
+
+
+def _diagnose(s: str) -> str | None:
+    """The full validity rule for one comment-free, stripped command; None if valid."""
+    head = _HEAD_RE.match(s)
+    is_string_cmd = bool(head and head.group(1) in "Mm" and int(head.group(2)) in STRING_COMMANDS)
+    bad = _bad_char(s, allow_unicode=is_string_cmd)
+    if bad:
+        return bad
+    if "*" in s:
+        return "contains '*' (the driver adds the checksum)"
+    if head is not None and head.group(1) in "Nn" or re.match(r"[Nn][-+]?[0-9]", s):
+        return "starts with a line number word N (the driver numbers lines itself)"
+    if head is None or head.group(1) not in "GMTgmt":
+        return "does not start with a command (G, M or T and a number)"
+    nbytes = len(s.encode("utf-8"))
+    if nbytes > MAX_COMMAND_BYTES:
+        return (f"command is {nbytes} bytes; with line number and checksum it would exceed "
+                f"Marlin's MAX_CMD_SIZE {MAX_CMD_SIZE} (limit {MAX_COMMAND_BYTES} bytes)")
+    letter = head.group(1).upper()
+    code = int(head.group(2))
+    if letter == "M" and code == 110:
+        return "M110 sets the line number; the driver numbers lines itself"
+    if is_string_cmd and code not in (0, 1):
+        return None
+    needs = _NEEDS_VALUE.get((letter, code), "")
+    i = head.end()
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c in " \t":
+            i += 1
+            continue
+        if is_string_cmd:  # M0/M1: words until the first word without a number, then text
+            m = _WORD_RE.match(s, i)
+            if m and m.group(2) is not None and m.group(1) in "PSps":
+                i = m.end()
+                continue
+            return None
+        if not ("A" <= c <= "Z" or "a" <= c <= "z"):
+            return f"unexpected character {c!r}"
+        if c in "Nn":
+            return "contains a line number word N (the driver numbers lines itself)"
+        upper = c.isupper()
+        j = i + 1
+        while j < n and s[j] in " \t":
+            j += 1
+        if j < n and s[j] == '"':  # quoted string value (GCODE_QUOTED_STRINGS)
+            e = s.find('"', j + 1)
+            if e < 0:
+                return f"unclosed quoted string for {c}"
+            i = e + 1
+            continue
+        k = j
+        while k < n and s[k] not in " \t" and not (s[k].isalpha() and s[k].isupper() == upper):
+            k += 1
+        token = s[j:k]
+        if token:
+            if not _NUM_RE.fullmatch(token):
+                return f"bad number for {c.upper()}"
+        elif needs is None or (needs and c.upper() in needs):
+            return f"missing value for {c.upper()}"
+        i = k
+    return None
+
+
+def check_command(cmd: str) -> str | None:
+    """The reason ``cmd`` (one command, no comment) is not a valid Marlin command, or None."""
+    if cmd != cmd.strip() or not cmd:
+        return "empty command or surrounding whitespace"
+    if ";" in cmd:
+        return "contains ';' (starts a comment)"
+    return _diagnose(cmd)
+
+
+# ---------------------------------------------------------------------------
+# parse
+
+_G, _M = "G", "M"
+_NEEDS_VALUE_M = frozenset(c for (l, c) in _NEEDS_VALUE if l == "M")
+# a word letter not followed by a number (in a line the fast path accepted)
+_BARE_RE = re.compile(r"[A-Za-z](?![ \t]*[-+.0-9])", re.ASCII)
+
+
+def _parse(text: str, name: str, device_class: str, errors: list | None) -> Program | None:
+    commands: list[str] = []
+    src = array("i")
+    marker_layer = array("i")
+    z_layer = array("i")
+    dur_fixed = array("d")  # non-move durations (by op), moves filled later
+    # per-move rows: op, dx, dy, dz, de, v(mm/s), accel, xend, yend, zend, length_override
+    mv = array("d")
+
+    x = y = z = e = 0.0
+    e_hw = 0.0  # high-water mark of E since the last G92 E
+    filament = 0.0
+    abs_xyz = True
+    abs_e = True
+    scale = 1.0
+    feed = _DEFAULT_FEED_MM_MIN
+    acc_p = acc_t = acc_r = _DEFAULT_ACCEL
+    t_hot = _AMBIENT_C
+    t_bed = _AMBIENT_C
+    t_chamber = _AMBIENT_C
+    markers = -1
+    zl = -1
+    zl_z = -math.inf
+
+    fast = _FAST_RE.fullmatch
+    words = _WORD_RE.findall
+    limit = MAX_COMMAND_BYTES
+    layer_match = _LAYER_RE.match
+
+    lines = text.split("\n")
+    for ln, raw in enumerate(lines, 1):
+        k = raw.find(";")
+        if k >= 0:
+            if layer_match(raw, k + 1):
+                markers += 1
+            s = raw[:k]
+        else:
+            s = raw
+        if "(" in s:
+            s, _c, err = _strip_comments(s)
+            if err:
+                if errors is None:
+                    raise GcodeError(ln, raw.strip(), err)
+                errors.append(GcodeError(ln, raw.strip(), err))
+                continue
+        else:
+            s = s.strip()
+        if not s:
+            continue
+        m = fast(s)
+        if m is None or len(s) > limit:
+            reason = _diagnose(s)
+            if reason is not None:
+                if errors is None:
+                    raise GcodeError(ln, raw.strip(), reason)
+                errors.append(GcodeError(ln, raw.strip(), reason))
+                continue
+            head = _HEAD_RE.match(s)
+            letter = head.group(1).upper()
+            code = int(head.group(2))
+            p = head.end()
+        else:
+            p = m.end(2)
+            letter = m.group(1).upper()
+            code = int(m.group(2))
+            if letter == _M and (code == 110 or code in _NEEDS_VALUE_M) or letter == _G and code <= 4 and _BARE_RE.search(s, m.end(2)):
+                reason = _diagnose(s)
+                if reason is not None:
+                    if errors is None:
+                        raise GcodeError(ln, raw.strip(), reason)
+                    errors.append(GcodeError(ln, raw.strip(), reason))
+                    continue
+        op = len(commands)
+        commands.append(s)
+        src.append(ln)
+        marker_layer.append(markers)
+        d = 0.0
+        if letter == _G:
+            if code <= 3:
+                nx, ny, nz, ne = x, y, z, e
+                ci = cj = rr = None
+                for w, v in words(s, p):
+                    c = w.upper()
+                    if c == "X":
+                        nx = float(v) * scale + (x if not abs_xyz else 0.0)
+                    elif c == "Y":
+                        ny = float(v) * scale + (y if not abs_xyz else 0.0)
+                    elif c == "Z":
+                        nz = float(v) * scale + (z if not abs_xyz else 0.0)
+                    elif c == "E":
+                        ne = float(v) * scale + (e if not abs_e else 0.0)
+                    elif c == "F":
+                        fv = float(v) * scale
+                        if fv > 0:
+                            feed = fv
+                    elif c == "I":
+                        ci = float(v) * scale
+                    elif c == "J":
+                        cj = float(v) * scale
+                    elif c == "R":
+                        rr = float(v) * scale
+                dx = nx - x
+                dy = ny - y
+                dz = nz - z
+                de = ne - e
+                length = -1.0
+                if code >= 2:
+                    length = _arc_length(x, y, nx, ny, ci, cj, rr, code == 2, dz)
+                if de > 0 and (dx or dy or length > 0) and nz > zl_z + 1e-6:
+                    zl += 1
+                    zl_z = nz
+                if de > 0 or de < 0:
+                    if ne > e_hw:
+                        filament += ne - e_hw
+                        e_hw = ne
+                    acc = acc_p if (dx or dy or dz) else acc_r
+                else:
+                    acc = acc_t
+                mv.extend((op, dx, dy, dz, de, feed / 60.0, acc, nx, ny, nz, length))
+                x, y, z, e = nx, ny, nz, ne
+            elif code == 4:
+                for w, v in words(s, p):
+                    c = w.upper()
+                    if c == "P":
+                        d += float(v) / 1000.0
+                    elif c == "S":
+                        d += float(v)
+            elif code == 92:
+                given = False
+                for w, v in words(s, p):
+                    c = w.upper()
+                    val = float(v) * scale if v else 0.0
+                    if c == "X":
+                        x = val
+                        given = True
+                    elif c == "Y":
+                        y = val
+                        given = True
+                    elif c == "Z":
+                        z = val
+                        given = True
+                    elif c == "E":
+                        e = e_hw = val
+                        given = True
+                if not given:
+                    x = y = z = e = e_hw = 0.0
+            elif code == 90:
+                abs_xyz = abs_e = True
+            elif code == 91:
+                abs_xyz = abs_e = False
+            elif code == 28:
+                d = _HOME_S
+                axes = {w.upper() for w, _v in words(s, p)} & set("XYZ")
+                if not axes:
+                    axes = set("XYZ")
+                if "X" in axes:
+                    x = 0.0
+                if "Y" in axes:
+                    y = 0.0
+                if "Z" in axes:
+                    z = 0.0
+            elif code == 29:
+                d = _PROBE_S
+            elif code == 20:
+                scale = 25.4
+            elif code == 21:
+                scale = 1.0
+        elif letter == _M:
+            if code == 82:
+                abs_e = True
+            elif code == 83:
+                abs_e = False
+            elif code == 204:
+                for w, v in words(s, p):
+                    c = w.upper()
+                    if not v:
+                        continue
+                    val = float(v)
+                    if val <= 0:
+                        continue
+                    if c == "S":
+                        acc_p = acc_t = val
+                    elif c == "P":
+                        acc_p = val
+                    elif c == "T":
+                        acc_t = val
+                    elif c == "R":
+                        acc_r = val
+            elif code in (104, 109, 140, 190, 141, 191):
+                target = None
+                cooling = False
+                for w, v in words(s, p):
+                    c = w.upper()
+                    if c == "S" and v:
+                        target = float(v)
+                    elif c == "R" and v:
+                        target = float(v)
+                        cooling = True
+                if target is not None and code in (109, 190, 191):
+                    # heating runs from the last temperature waited for (or ambient)
+                    if code == 109:
+                        prev, t_hot = t_hot, target
+                        rate = 2.0
+                    elif code == 190:
+                        prev, t_bed = t_bed, target
+                        rate = 0.5
+                    else:
+                        prev, t_chamber = t_chamber, target
+                        rate = 0.5
+                    if True:
+                        if cooling and target < prev:
+                            d = 30.0
+                        else:
+                            d = max(5.0, (target - max(prev, _AMBIENT_C)) / rate)
+        dur_fixed.append(d)
+        z_layer.append(zl)
+
+    if errors is not None and errors:
+        return None
+
+    n = len(commands)
+    duration = np.frombuffer(dur_fixed, dtype=np.float64).copy() if n else np.zeros(0)
+    bbox = None
+    if len(mv):
+        M = np.frombuffer(mv, dtype=np.float64).reshape(-1, 11)
+        ops = M[:, 0].astype(np.int64)
+        duration[ops] = _move_times(M)
+        ext = M[:, 4] > 0
+        if ext.any():
+            ends = M[ext][:, 7:10]
+            starts = ends - M[ext][:, 1:4]
+            pts = np.vstack([ends, starts])
+            bbox = [pts.min(axis=0).round(4).tolist(), pts.max(axis=0).round(4).tolist()]
+    if markers >= 0:
+        layer = np.frombuffer(marker_layer, dtype=np.int32).copy() if n else np.zeros(0, np.int32)
+    else:
+        layer = np.frombuffer(z_layer, dtype=np.int32).copy() if n else np.zeros(0, np.int32)
+    layers = int(layer.max()) + 1 if n and layer.max() >= 0 else 0
+    meta = {
+        "source": "gcode",
+        "layers": layers,
+        "estimated_s": float(duration.sum()),
+        "filament_mm": round(float(filament), 4),
+        "bbox": bbox,
+    }
+    return Program(
+        device_class=device_class,
+        name=name,
+        commands=tuple(commands),
+        source_line=np.frombuffer(src, dtype=np.int32).copy() if n else np.zeros(0, np.int32),
+        layer=layer,
+        duration_s=duration,
+        meta=meta,
+    )
+
+
+def _arc_length(x0, y0, x1, y1, i, j, r, clockwise, dz) -> float:
+    if i is not None or j is not None:
+        cx = x0 + (i or 0.0)
+        cy = y0 + (j or 0.0)
+        rad = math.hypot(x0 - cx, y0 - cy)
+        a0 = math.atan2(y0 - cy, x0 - cx)
+        a1 = math.atan2(y1 - cy, x1 - cx)
+        sweep = a0 - a1 if clockwise else a1 - a0
+        sweep %= 2 * math.pi
+        if sweep < 1e-9:  # same start and end: a full circle
+            sweep = 2 * math.pi
+    elif r is not None:
+        chord = math.hypot(x1 - x0, y1 - y0)
+        rad = abs(r)
+        if chord == 0 or rad == 0:
+            return abs(dz)
+        half = min(1.0, chord / (2 * rad))
+        sweep = 2 * math.asin(half)
+        if r < 0:
+            sweep = 2 * math.pi - sweep
+    else:
+        return math.hypot(x1 - x0, y1 - y0, dz)
+    return math.hypot(rad * sweep, dz)
+
+
+def _move_times(M: np.ndarray) -> np.ndarray:
+    """Vectorised trapezoid timing of the move rows (see the module docstring)."""
+    d4 = M[:, 1:5]
+    xyz = np.sqrt((d4[:, :3] ** 2).sum(axis=1))
+    arc = M[:, 10]
+    dist = np.where(arc >= 0, arc, xyz)
+    e_only = dist <= 0
+    dist = np.where(e_only, np.abs(d4[:, 3]), dist)
+    n = len(dist)
+    out = np.zeros(n)
+    moving = dist > 0
+    safe = np.where(moving, dist, 1.0)
+    # fraction of the move each axis takes (|d_axis| / d), E relative to the path length
+    frac = np.abs(d4) / safe[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vlim = np.where(frac > 0, _MAX_FEED / frac, np.inf).min(axis=1)
+        alim = np.where(frac > 0, _MAX_ACCEL / frac, np.inf).min(axis=1)
+    v = np.minimum(M[:, 5], vlim)
+    a = np.minimum(M[:, 6], alim)
+    v = np.where(v > 0, v, 1.0)
+    a = np.where(a > 0, a, _DEFAULT_ACCEL)
+    # unit directions (xyz; E-only moves have none -> junction speed 0)
+    u = np.where(e_only[:, None], 0.0, d4[:, :3] / np.where(xyz > 0, xyz, 1.0)[:, None])
+    vj = np.zeros(n + 1)  # junction speed before move i (index i), after the last move 0
+    if n > 1:
+        cos_theta = -(u[1:] * u[:-1]).sum(axis=1)
+        cos_theta = np.clip(cos_theta, -1.0, 1.0)
+        sin_d2 = np.sqrt(0.5 * (1.0 - cos_theta))
+        sin_d2 = np.minimum(sin_d2, 1.0 - 1e-9)
+        amin = np.minimum(a[1:], a[:-1])
+        vj_sq = amin * _JUNCTION_DEVIATION * sin_d2 / (1.0 - sin_d2)
+        j = np.minimum(np.sqrt(vj_sq), np.minimum(v[1:], v[:-1]))
+        j = np.where(e_only[1:] | e_only[:-1], 0.0, j)
+        vj[1:n] = j
+    vi = vj[:n]
+    vo = vj[1:]
+    vo = np.minimum(vo, np.sqrt(vi ** 2 + 2 * a * dist))
+    vi = np.minimum(vi, np.sqrt(vo ** 2 + 2 * a * dist))
+    d_acc = (v ** 2 - vi ** 2) / (2 * a)
+    d_dec = (v ** 2 - vo ** 2) / (2 * a)
+    cruise = d_acc + d_dec <= dist
+    t_full = (v - vi) / a + (v - vo) / a + (dist - d_acc - d_dec) / v
+    vp = np.sqrt(np.maximum((2 * a * dist + vi ** 2 + vo ** 2) / 2, 0.0))
+    t_tri = (vp - vi) / a + (vp - vo) / a
+    out = np.where(cruise, t_full, t_tri)
+    return np.where(moving, np.maximum(out, 0.0), 0.0)
+
+
+def parse(text: str, name: str = "", device_class: str = "printer") -> Program:
+    """Parse G-code text into a Program; raises GcodeError on the first malformed line."""
+    return _parse(text, name, device_class, None)
+
+
+def validate(text: str) -> list[GcodeError]:
+    """Every malformed line of ``text`` (empty list when the file is good)."""
+    errors: list[GcodeError] = []
+    _parse(text, "", "printer", errors)
+    return errors
+
+
+def emit(program: Program, dialect: str = "marlin", *, layer_markers: bool = True) -> str:
+    """G-code text, one command per line (plus ``;LAYER:<n>`` comments where the
+    layer changes, so that layers survive a round trip)."""
+    if dialect != "marlin":
+        raise ValueError(f"unknown G-code dialect {dialect!r} (supported: marlin)")
+    cmds = program.commands
+    if not layer_markers or not len(cmds) or program.layer.max() < 0:
+        return "".join(c + "\n" for c in cmds)
+    out = []
+    layer = program.layer
+    changes = np.flatnonzero(np.diff(layer, prepend=-1) != 0)
+    cur = -1
+    prev = 0
+    for i in changes.tolist():
+        out.extend(c + "\n" for c in cmds[prev:i])
+        new = int(layer[i])
+        # markers only count up; a layer that goes back down can't be expressed by markers
+        while cur < new:
+            cur += 1
+            out.append(f";LAYER:{cur}\n")
+        prev = i
+    out.extend(c + "\n" for c in cmds[prev:])
+    return "".join(out)

@@ -1,0 +1,109 @@
+"""Device-independent program model.
+
+A Program is what the planner produces and what a driver streams: one op per
+command, addressed by its index (the op sequence number).  Progress, resume and
+the audit log all refer to that index, so it must never change once a job is
+accepted.  Per-op facts live in contiguous numpy arrays so that planning kernels
+and the wire (raw frames, no per-element packing) can use them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SOURCE_LINE_DTYPE = np.dtype("<i4")
+LAYER_DTYPE = np.dtype("<i4")
+DURATION_DTYPE = np.dtype("<f8")
+
+
+class ProgramError(ValueError):
+    """A program that is inconsistent (mismatched arrays, bad text)."""
+
+
+@dataclass(frozen=True)
+class Program:
+    device_class: str
+    name: str
+    commands: tuple[str, ...]
+    source_line: np.ndarray  # int32: 1-based line in the source file, per op
+    layer: np.ndarray  # int32: layer index per op, -1 before the first layer
+    duration_s: np.ndarray  # float64: estimated execution time per op
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.commands)
+        for attr, dtype in (
+            ("source_line", SOURCE_LINE_DTYPE),
+            ("layer", LAYER_DTYPE),
+            ("duration_s", DURATION_DTYPE),
+        ):
+            arr = np.ascontiguousarray(getattr(self, attr), dtype=dtype)
+            if arr.shape != (n,):
+                raise ProgramError(f"{attr} has shape {arr.shape}, expected ({n},) to match the commands")
+            object.__setattr__(self, attr, arr)
+        for i, cmd in enumerate(self.commands):
+            if not cmd or "\n" in cmd or "\r" in cmd:
+                raise ProgramError(f"op {i}: command must be one non-empty line, got {cmd!r}")
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    @property
+    def layer_count(self) -> int:
+        return int(self.layer.max()) + 1 if len(self) and self.layer.max() >= 0 else 0
+
+    @property
+    def estimated_s(self) -> float:
+        return float(self.duration_s.sum())
+
+    def time_left_s(self, next_op: int) -> float:
+        """Estimated time for ops ``next_op`` onwards."""
+        return float(self.duration_s[max(0, next_op):].sum())
+
+    def to_wire(self) -> tuple[dict, list[np.ndarray]]:
+        """Header body plus raw arrays; the command text travels as one utf-8 blob."""
+        blob = np.frombuffer("\n".join(self.commands).encode("utf-8"), dtype=np.uint8)
+        body = {
+            "device_class": self.device_class,
+            "name": self.name,
+            "n": len(self),
+            "meta": dict(self.meta),
+        }
+        return body, [blob, self.source_line, self.layer, self.duration_s]
+
+    @classmethod
+    def from_wire(cls, body: dict, arrays: list[np.ndarray]) -> "Program":
+        if len(arrays) != 4:
+            raise ProgramError(f"a program needs 4 arrays (text, source_line, layer, duration_s), got {len(arrays)}")
+        blob, source_line, layer, duration_s = arrays
+        if blob.dtype != np.uint8:
+            raise ProgramError(f"program text must be uint8, got {blob.dtype}")
+        try:
+            text = blob.tobytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProgramError(f"program text is not utf-8: {exc}") from None
+        commands = tuple(text.split("\n")) if text else ()
+        n = body.get("n")
+        if n != len(commands):
+            raise ProgramError(f"program says n={n!r} but carries {len(commands)} commands")
+        for name, arr, dtype in (
+            ("source_line", source_line, SOURCE_LINE_DTYPE),
+            ("layer", layer, LAYER_DTYPE),
+            ("duration_s", duration_s, DURATION_DTYPE),
+        ):
+            if arr.dtype != dtype:
+                raise ProgramError(f"{name} must be {dtype}, got {arr.dtype}")
+        meta = body.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ProgramError("program meta must be a map")
+        return cls(
+            device_class=str(body.get("device_class", "")),
+            name=str(body.get("name", "")),
+            commands=commands,
+            source_line=source_line,
+            layer=layer,
+            duration_s=duration_s,
+            meta=meta,
+        )

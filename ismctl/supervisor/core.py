@@ -1,0 +1,516 @@
+"""The supervisor: one thread, one poll loop over the client, driver and timer work.
+
+Clients send commands (F´-style: every one answered with a result code, counted
+and written to the audit log).  Drivers register, report their device state,
+progress and telemetry, and receive jobs.  Everything that changes a job is
+persisted before it is acknowledged or published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from .. import bus, gcode, wire
+from ..config import CellConfig, DeviceConfig
+from ..machines import CELL, DEVICE, Refused, StateModel
+from ..wire import Message, MessageFactory, Result
+from .jobs import Job, JobBook
+from .store import Store
+
+log = logging.getLogger("ismctl.supervisor")
+
+# Pauses the cell itself caused; the job resumes on its own once the device is back.
+AUTO_RESUME_CAUSES = frozenset({"driver-lost", "link-lost"})
+SAFE_DEVICE_STATES = frozenset({"disconnected", "connecting", "idle", "paused"})
+
+
+@dataclass
+class DeviceLink:
+    config: DeviceConfig
+    machine: StateModel = field(default_factory=lambda: StateModel(DEVICE))
+    identity: bytes | None = None
+    reason: str = ""
+    telemetry: dict = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.machine.state
+
+    def summary(self) -> dict:
+        return {"class": self.config.device_class, "state": self.state, "reason": self.reason, "connected": self.identity is not None, **self.telemetry}
+
+
+@dataclass
+class Deferred:
+    """A client request answered later, when ``done()`` returns a reply or the deadline passes."""
+
+    identity: bytes
+    request: Message
+    deadline: float
+    done: object  # () -> Message | None
+    on_timeout: object  # () -> Message
+
+
+class Supervisor:
+    def __init__(self, config: CellConfig, ctx: zmq.Context | None = None, power_cycle=None):
+        self.config = config
+        self.ctx = ctx or zmq.Context.instance()
+        self.factory = MessageFactory("supervisor")
+        self.counters = bus.Counters()
+        self.store = Store(config.db_path)
+        self.book = JobBook(self.store)
+        self.cell = StateModel(CELL)
+        self.cell.interlock("reset", self._devices_not_safe)
+        self.devices = {name: DeviceLink(dev) for name, dev in config.devices.items()}
+        self.power_cycle = power_cycle or (lambda device: None)
+        self.clients = bus.Router(self.ctx, config.clients, self.factory, self.counters, "clients")
+        self.drivers = bus.Router(self.ctx, config.drivers, self.factory, self.counters, "drivers")
+        self.events = bus.socket(self.ctx, zmq.PUB)
+        self.events.bind(config.events)
+        self.client_replies = bus.ReplyCache()
+        self.driver_heartbeats = bus.Heartbeats(config.heartbeat_s)
+        self.deferred: list[Deferred] = []
+        self.estop_started: float | None = None
+        self._next_heartbeat = 0.0
+        self.client_handlers = {
+            "ping": self.on_ping,
+            "submit": self.on_submit,
+            "status": self.on_status,
+            "jobs": self.on_jobs,
+            "job": self.on_job,
+            "pause": self.on_pause,
+            "resume": self.on_resume,
+            "cancel": self.on_cancel,
+            "estop": self.on_estop,
+            "reset": self.on_reset,
+        }
+        self.driver_handlers = {
+            "register": self.on_register,
+            "heartbeat": lambda ident, link, msg: None,
+            "device_state": self.on_device_state,
+            "progress": self.on_progress,
+            "telemetry": self.on_telemetry,
+            "job_end": self.on_job_end,
+            "event": self.on_driver_event,
+            "reply": self.on_driver_reply,
+        }
+        for job in self.book.load():
+            log.warning("job %d is interrupted: the supervisor stopped while it ran (resume with `ismctl resume %d`)", job.id, job.id)
+        self.cell.trigger_or_refuse("online")
+
+    # ------------------------------------------------------------------ loop
+    def step(self, poller: zmq.Poller, timeout_s: float) -> None:
+        ready = dict(poller.poll(timeout_s * 1000))
+        # Drivers first: their reports (e.g. a halt) can change what a queued client command means.
+        if self.drivers.sock in ready:
+            for _ in range(1000):
+                self._drain_one(self.drivers, self._handle_driver)
+                if not self.drivers.sock.poll(0):
+                    break
+        if self.clients.sock in ready:
+            for _ in range(100):
+                self._drain_one(self.clients, self._handle_client)
+                if not self.clients.sock.poll(0):
+                    break
+        self.tick(time.monotonic())
+
+    def _drain_one(self, router: bus.Router, handler) -> None:
+        received = router.recv()
+        if received is None:
+            return
+        try:
+            handler(*received)
+        except Exception:  # a handler bug must not take the cell down; it is counted and logged
+            self.counters[f"{router.name}.handler_errors"] += 1
+            log.exception("%s: handler failed on %s", router.name, received[1].t)
+            router.send(received[0], self.factory.reply(received[1], Result.EXECUTION_ERROR, "internal error; see the supervisor log"))
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_s
+            for link in self.devices.values():
+                if link.identity is not None:
+                    self.drivers.send(link.identity, self.factory.make("heartbeat"))
+            for identity in self.driver_heartbeats.lost(now):
+                self._driver_lost(identity)
+        for item in list(self.deferred):
+            reply = item.done()
+            if reply is None and now > item.deadline:
+                reply = item.on_timeout()
+            if reply is not None:
+                self.deferred.remove(item)
+                self._answer_client(item.identity, item.request, reply)
+        self._dispatch()
+
+    def shutdown(self) -> None:
+        """Pause every running job (persisted) before the drivers are stopped."""
+        for job in list(self.book.jobs.values()):
+            if job.state == "running":
+                self._pause_job(job, "shutdown")
+
+    def close(self) -> None:
+        self.clients.close()
+        self.drivers.close()
+        self.events.close(0)
+        self.store.close()
+
+    # ------------------------------------------------------------- publishing
+    def publish(self, topic: str, **body) -> None:
+        msg = self.factory.make("event", {"kind": topic, **body})
+        self.events.send_multipart([topic.encode(), *wire.encode(msg)])
+
+    # ---------------------------------------------------------------- clients
+    def _handle_client(self, identity: bytes, msg: Message) -> None:
+        cached = self.client_replies.get(msg.src, msg.id)
+        if cached is not None:
+            self.counters["clients.duplicates"] += 1
+            self.clients.send(identity, cached)
+            return
+        handler = self.client_handlers.get(msg.t)
+        if handler is None:
+            self._answer_client(identity, msg, self.factory.reply(msg, Result.INVALID, f"{msg.t!r} is not a client command"))
+            return
+        reply = handler(identity, msg)
+        if reply is not None:
+            self._answer_client(identity, msg, reply)
+
+    def _answer_client(self, identity: bytes, msg: Message, reply: Message) -> None:
+        result = reply.body["result"]
+        self.counters[f"commands.{result}"] += 1
+        self.store.audit(msg.src, msg.id, msg.t, result, reply.body.get("error", ""))
+        self.client_replies.put(msg.src, msg.id, reply)
+        self.clients.send(identity, reply)
+
+    def on_ping(self, identity, msg):
+        return self.factory.reply(msg, Result.OK, pong=time.time())
+
+    def _device_for(self, requested: str | None) -> DeviceLink | str:
+        if requested:
+            return self.devices.get(requested) or f"unknown device {requested!r} (this cell has: {', '.join(self.devices) or 'none'})"
+        printers = [d for d in self.devices.values() if d.config.device_class == "printer"]
+        return printers[0] if printers else "this cell has no printer"
+
+    def on_submit(self, identity, msg):
+        device = self._device_for(msg.body.get("device"))
+        if isinstance(device, str):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, device)
+        if self.cell.state == "estopped":
+            return self.factory.reply(msg, Result.BUSY, "the cell is e-stopped; `ismctl reset` first")
+        try:
+            job = self.book.submit(msg.body["name"], device.config.name, msg.body["gcode"])
+        except gcode.GcodeError as exc:
+            failed = max(self.book.jobs)
+            self.publish("job.state", job=failed, state="failed", reason=str(exc))
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{msg.body['name']}: {exc}", job=failed, line=exc.line)
+        self.publish("job.state", job=job.id, state=job.state)
+        return self.factory.reply(msg, Result.OK, job=job.id, n_ops=len(job.program), estimated_s=job.program.estimated_s, device=device.config.name)
+
+    def status(self) -> dict:
+        return {
+            "cell": self.config.name,
+            "state": self.cell.state,
+            "devices": {name: link.summary() for name, link in self.devices.items()},
+            "active_jobs": [j.summary() for j in self.book.jobs.values() if j.state in ("ready", "running", "paused", "interrupted")],
+            "counters": dict(self.counters),
+        }
+
+    def on_status(self, identity, msg):
+        return self.factory.reply(msg, Result.OK, **self.status())
+
+    def on_jobs(self, identity, msg):
+        return self.factory.reply(msg, Result.OK, jobs=[j.summary() for j in self.book.jobs.values()])
+
+    def _job(self, msg) -> Job | str:
+        job_id = msg.body.get("job")
+        if job_id is None:
+            return "name a job"
+        job = self.book.jobs.get(job_id) if isinstance(job_id, int) else None
+        return job or f"no job {job_id!r}"
+
+    def on_job(self, identity, msg):
+        job = self._job(msg)
+        if isinstance(job, str):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, job)
+        return self.factory.reply(msg, Result.OK, job=job.summary(), events=self.store.events(job.id))
+
+    def _jobs_named_or_all(self, msg, states) -> list[Job] | str:
+        if msg.body.get("job") is not None:
+            job = self._job(msg)
+            return job if isinstance(job, str) else [job]
+        return [j for j in self.book.jobs.values() if j.state in states]
+
+    def on_pause(self, identity, msg):
+        jobs = self._jobs_named_or_all(msg, ("running",))
+        if isinstance(jobs, str):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, jobs)
+        if not jobs:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, "no running job to pause")
+        for job in jobs:
+            try:
+                self._pause_job(job, "operator")
+            except Refused as exc:
+                return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id}: {exc}")
+        return self.factory.reply(msg, Result.OK, jobs=[j.id for j in jobs])
+
+    def _pause_job(self, job: Job, cause: str, tell_driver: bool = True) -> None:
+        self.book.transition(job, "pause", f"paused by {cause}", paused_by=cause)
+        link = self.devices[job.record.device]
+        if tell_driver and link.identity is not None:
+            self.drivers.send(link.identity, self.factory.make("job_pause", {"job": job.id}))
+        if self.cell.can("pause"):
+            self.cell.trigger_or_refuse("pause")
+        self.publish("job.state", job=job.id, state=job.state, reason=job.record.reason)
+
+    def on_resume(self, identity, msg):
+        jobs = self._jobs_named_or_all(msg, ("paused", "interrupted"))
+        if isinstance(jobs, str):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, jobs)
+        if not jobs:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, "no paused or interrupted job to resume")
+        if self.cell.state in ("estopped", "faulted"):
+            return self.factory.reply(msg, Result.BUSY, f"the cell is {self.cell.state}; `ismctl reset` first")
+        for job in jobs:
+            link = self.devices[job.record.device]
+            if job.state == "paused" and job.record.paused_by == "operator" and link.identity is not None:
+                self.book.transition(job, "resume", "resumed by operator", paused_by="")
+                self.drivers.send(link.identity, self.factory.make("job_resume", {"job": job.id}))
+            elif job.state in ("paused", "interrupted"):
+                # The driver no longer holds this job: send it again from the last confirmed op.
+                self.book.transition(job, "requeue", "resumed by operator", paused_by="")
+            else:
+                return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id} is {job.state}, not paused or interrupted")
+            self.publish("job.state", job=job.id, state=job.state)
+        if self.cell.can("resume") and self.cell.state == "paused":
+            self.cell.trigger_or_refuse("resume")
+        return self.factory.reply(msg, Result.OK, jobs=[j.id for j in jobs])
+
+    def on_cancel(self, identity, msg):
+        job = self._job(msg)
+        if isinstance(job, str):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, job)
+        try:
+            self.book.transition(job, "cancel", "cancelled by operator")
+        except Refused as exc:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id}: {exc}")
+        link = self.devices[job.record.device]
+        if link.identity is not None:
+            self.drivers.send(link.identity, self.factory.make("job_cancel", {"job": job.id}))
+        self.publish("job.state", job=job.id, state=job.state)
+        self._settle_cell()
+        return self.factory.reply(msg, Result.OK, job=job.id)
+
+    def on_estop(self, identity, msg):
+        # Drivers first: nothing (persistence, replies) happens before every device has been told.
+        estop = self.factory.make("estop")
+        for link in self.devices.values():
+            if link.identity is not None:
+                self.drivers.send(link.identity, estop)
+        self.estop_started = time.monotonic()
+        self.cell.trigger_or_refuse("estop")
+        for job in list(self.book.jobs.values()):
+            if job.state in ("running", "paused"):
+                self.book.transition(job, "interrupt", "e-stop")
+                self.publish("job.state", job=job.id, state=job.state, reason="e-stop")
+        self.publish("cell.state", state=self.cell.state)
+        return self.factory.reply(msg, Result.OK, devices=[n for n, d in self.devices.items() if d.identity is not None])
+
+    def _devices_not_safe(self) -> str:
+        unsafe = [f"{n} is {d.state}" for n, d in self.devices.items() if d.state not in SAFE_DEVICE_STATES]
+        return "devices not safe yet: " + ", ".join(unsafe) if unsafe else ""
+
+    def on_reset(self, identity, msg):
+        if self.cell.state not in ("estopped", "faulted"):
+            return self.factory.reply(msg, Result.OK, state=self.cell.state, note="nothing to reset")
+        for name, link in self.devices.items():
+            if link.state in ("estop", "fault"):
+                if link.identity is not None:
+                    self.drivers.send(link.identity, self.factory.make("device_reset"))
+                self.power_cycle(name)
+
+        def done():
+            if self._devices_not_safe():
+                return None
+            self.cell.trigger_or_refuse("reset")
+            self.publish("cell.state", state=self.cell.state)
+            return self.factory.reply(msg, Result.OK, state=self.cell.state)
+
+        def timeout():
+            return self.factory.reply(msg, Result.EXECUTION_ERROR, self._devices_not_safe(), state=self.cell.state)
+
+        self.deferred.append(Deferred(identity, msg, time.monotonic() + 30.0, done, timeout))
+        return None
+
+    # ---------------------------------------------------------------- drivers
+    def _link_of(self, identity: bytes) -> DeviceLink | None:
+        for link in self.devices.values():
+            if link.identity == identity:
+                return link
+        return None
+
+    def _handle_driver(self, identity: bytes, msg: Message) -> None:
+        link = self._link_of(identity)
+        if link is None and msg.t != "register":
+            self.counters["drivers.unregistered"] += 1
+            self.drivers.send(identity, self.factory.reply(msg, Result.INVALID, "register first"))
+            return
+        handler = self.driver_handlers.get(msg.t)
+        if handler is None:
+            self.drivers.send(identity, self.factory.reply(msg, Result.INVALID, f"{msg.t!r} is not a driver message"))
+            return
+        self.driver_heartbeats.seen(identity)
+        handler(identity, link, msg)
+
+    def on_register(self, identity, link, msg):
+        name, device_class = msg.body["device"], msg.body["device_class"]
+        target = self.devices.get(name)
+        if target is None or target.config.device_class != device_class:
+            self.drivers.send(identity, self.factory.reply(msg, Result.VALIDATION_ERROR, f"this cell has no {device_class} named {name!r}"))
+            return
+        if target.identity not in (None, identity):
+            self._driver_lost(target.identity)  # a restarted driver replaces its predecessor
+        target.identity = identity
+        self.driver_heartbeats.seen(identity)
+        target.machine.force(msg.body.get("state", "connecting") if msg.body.get("state") in DEVICE.states else "connecting")
+        log.info("driver for %s registered (pid %s)", name, msg.body.get("pid"))
+        self.drivers.send(identity, self.factory.reply(msg, Result.OK, heartbeat_s=self.config.heartbeat_s))
+        self.publish("device.state", device=name, state=target.state)
+
+    def _driver_lost(self, identity: bytes) -> None:
+        self.driver_heartbeats.forget(identity)
+        link = self._link_of(identity)
+        if link is None:
+            return
+        log.warning("driver for %s is lost (no heartbeat for %d intervals)", link.config.name, self.driver_heartbeats.misses)
+        link.identity = None
+        link.machine.force("disconnected")
+        link.reason = "driver lost"
+        job = self.book.active(link.config.name)
+        if job is not None and job.state == "running":
+            self._pause_job(job, "driver-lost", tell_driver=False)
+        self.publish("device.state", device=link.config.name, state=link.state, reason=link.reason)
+
+    def on_device_state(self, identity, link, msg):
+        state, reason = msg.body["state"], str(msg.body.get("reason", ""))
+        try:
+            link.machine.force(state)
+        except Refused as exc:
+            self.drivers.send(identity, self.factory.reply(msg, Result.VALIDATION_ERROR, str(exc)))
+            return
+        link.reason = reason
+        self.publish("device.state", device=link.config.name, state=state, reason=reason)
+        if state == "fault":
+            job = self.book.active(link.config.name)
+            if job is not None:
+                self.book.transition(job, "fail", f"{link.config.name}: {reason}")
+                self.publish("job.state", job=job.id, state=job.state, reason=job.record.reason)
+            if self.cell.can("fault") and self.cell.state != "estopped":
+                self.cell.trigger_or_refuse("fault")
+                self.publish("cell.state", state=self.cell.state, reason=reason)
+        elif state == "estop":
+            self._check_estop_confirmed()
+        elif state == "disconnected":
+            job = self.book.active(link.config.name)
+            if job is not None and job.state == "running":
+                self._pause_job(job, "link-lost", tell_driver=False)
+
+    def _check_estop_confirmed(self) -> None:
+        connected = [d for d in self.devices.values() if d.identity is not None]
+        if self.estop_started is not None and all(d.state == "estop" for d in connected):
+            latency_ms = (time.monotonic() - self.estop_started) * 1000
+            self.estop_started = None
+            log.warning("e-stop confirmed by every device in %.1f ms", latency_ms)
+            self.publish("estop.confirmed", latency_ms=latency_ms, devices=[d.config.name for d in connected])
+
+    def on_progress(self, identity, link, msg):
+        job = self.book.jobs.get(msg.body["job"])
+        if job is None or job.record.device != link.config.name:
+            return
+        op = msg.body["op"]
+        self.book.confirm(job, op)
+        program = self.book.program(job)
+        n = len(program)
+        job.progress = {
+            "percent": round(100.0 * (op + 1) / n, 2) if n else 100.0,
+            "layer": int(program.layer[op]) if 0 <= op < n else -1,
+            "time_left_s": round(program.time_left_s(op + 1), 1),
+        }
+        self.publish("job.progress", job=job.id, op=op, n_ops=n, layers=program.layer_count, **job.progress)
+
+    def on_telemetry(self, identity, link, msg):
+        link.telemetry = {k: v for k, v in msg.body.items() if k != "kind"}
+        self.publish("device.telemetry", device=link.config.name, **link.telemetry)
+
+    def on_job_end(self, identity, link, msg):
+        job = self.book.jobs.get(msg.body["job"])
+        if job is None or job.state in ("completed", "failed", "cancelled", "interrupted"):
+            return
+        state, reason = msg.body["state"], str(msg.body.get("reason", ""))
+        trigger = {"completed": "complete", "failed": "fail", "cancelled": "cancel"}.get(state)
+        if trigger is None:
+            log.warning("driver %s reported job %d ending in unknown state %r", link.config.name, job.id, state)
+            return
+        if "op" in msg.body:
+            self.book.confirm(job, msg.body["op"])
+        try:
+            self.book.transition(job, trigger, reason)
+        except Refused as exc:
+            log.warning("job %d: driver reported %s but %s", job.id, state, exc)
+            return
+        self.publish("job.state", job=job.id, state=job.state, reason=reason)
+        self._settle_cell()
+
+    def on_driver_event(self, identity, link, msg):
+        body = dict(msg.body)
+        kind = body.pop("kind")
+        if isinstance(body.get("job"), int) and body["job"] in self.book.jobs:
+            self.store.event(body["job"], kind, body)
+        self.publish(f"device.{kind}", device=link.config.name, **body)
+
+    def on_driver_reply(self, identity, link, msg):
+        if msg.body["result"] != Result.OK.value:
+            log.warning("driver %s refused a command: %s", link.config.name, msg.body.get("error"))
+
+    # --------------------------------------------------------------- dispatch
+    def _settle_cell(self) -> None:
+        if self.cell.state in ("busy", "paused") and not any(j.state in ("running", "paused") for j in self.book.jobs.values()):
+            self.cell.trigger_or_refuse("idle")
+            self.publish("cell.state", state=self.cell.state)
+
+    def _dispatch(self) -> None:
+        if self.cell.state not in ("ready", "busy"):
+            return
+        for name, link in self.devices.items():
+            if link.identity is None or link.state != "idle":
+                continue
+            job = self.book.active(name)
+            if job is not None:
+                if job.state == "paused" and job.record.paused_by in AUTO_RESUME_CAUSES:
+                    self.book.transition(job, "requeue", "driver is back")
+                else:
+                    continue
+            job = self.book.next_ready(name)
+            if job is None:
+                continue
+            self._start(job, link)
+
+    def _start(self, job: Job, link: DeviceLink) -> None:
+        program = self.book.program(job)
+        resuming = bool(job.record.line_base)
+        line_base = self.book.assign_line_base(job)
+        body, arrays = program.to_wire()
+        start_op = job.record.confirmed_op + 1
+        self.book.transition(job, "start", "resumed" if resuming else "")
+        self.drivers.send(
+            link.identity,
+            self.factory.make("job_start", {"job": job.id, "start_op": start_op, "line_base": line_base, "resume": resuming, "program": body}, arrays),
+        )
+        link.machine.force("running")
+        if self.cell.state == "ready":
+            self.cell.trigger_or_refuse("job_started")
+        log.info("job %d %s on %s from op %d", job.id, "resumed" if resuming else "started", link.config.name, start_op)
+        self.publish("job.state", job=job.id, state=job.state, start_op=start_op)
+        self.publish("cell.state", state=self.cell.state)

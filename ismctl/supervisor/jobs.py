@@ -1,0 +1,106 @@
+"""A job in memory: its persisted record, its state machine and its planned Program."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from .. import gcode
+from ..machines import JOB, StateModel
+from ..program import Program
+from .store import JobRecord, Store
+
+
+@dataclass
+class Job:
+    record: JobRecord
+    machine: StateModel
+    program: Program | None = None
+    progress: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def state(self) -> str:
+        return self.machine.state
+
+    def summary(self) -> dict:
+        out = self.record.summary()
+        out["state"] = self.state
+        if self.program is not None:
+            out["layers"] = self.program.layer_count
+            out["estimated_s"] = round(self.program.estimated_s, 1)
+        out.update(self.progress)
+        return out
+
+
+class JobBook:
+    """Owns job state: every transition is persisted before it is published or acknowledged."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.jobs: dict[int, Job] = {}
+
+    def load(self) -> list[Job]:
+        """Reload every job; those that were running when the supervisor stopped become interrupted."""
+        interrupted = []
+        for record in self.store.jobs():
+            job = Job(record, StateModel(JOB, initial=record.state))
+            self.jobs[record.id] = job
+            if job.state in ("running", "paused", "planning"):
+                self.transition(job, "interrupt" if job.state != "planning" else "fail", "supervisor stopped while the job was " + job.state)
+                interrupted.append(job)
+        return interrupted
+
+    def program(self, job: Job) -> Program:
+        if job.program is None:
+            job.program = gcode.parse(self.store.source(job.id), name=job.record.name)
+        return job.program
+
+    def submit(self, name: str, device: str, source: str) -> Job:
+        """Persist a new job and plan it; a bad program leaves a failed job with the reason."""
+        record_id = self.store.add_job(name, device, source, 0, "queued")
+        job = Job(self.store.job(record_id), StateModel(JOB))
+        self.jobs[job.id] = job
+        self.transition(job, "plan")
+        try:
+            job.program = gcode.parse(source, name=name)
+        except gcode.GcodeError as exc:
+            self.transition(job, "fail", str(exc))
+            raise
+        self.store.update(job.id, n_ops=len(job.program))
+        job.record.n_ops = len(job.program)
+        self.transition(job, "planned")
+        return job
+
+    def transition(self, job: Job, trigger: str, reason: str = "", **fields) -> None:
+        job.machine.trigger_or_refuse(trigger)
+        self.store.set_state(job.id, job.state, reason, **fields)
+        job.record.state, job.record.reason = job.state, reason
+        for key, value in fields.items():
+            setattr(job.record, key, value)
+
+    def assign_line_base(self, job: Job) -> int:
+        """Pick the firmware line numbers for this job once; a restarted driver finds its place by them."""
+        if not job.record.line_base:
+            job.record.line_base = 1 + 100_000 * (1 + secrets.randbelow(9_000))
+            self.store.event(job.id, "line_base", {"line_base": job.record.line_base})
+            self.store.update(job.id, line_base=job.record.line_base)
+        return job.record.line_base
+
+    def confirm(self, job: Job, op: int) -> None:
+        if op > job.record.confirmed_op:
+            job.record.confirmed_op = op
+            self.store.set_progress(job.id, op)
+
+    def active(self, device: str) -> Job | None:
+        for job in self.jobs.values():
+            if job.record.device == device and job.state in ("running", "paused"):
+                return job
+        return None
+
+    def next_ready(self, device: str) -> Job | None:
+        ready = [j for j in self.jobs.values() if j.record.device == device and j.state == "ready"]
+        return min(ready, key=lambda j: j.id) if ready else None
