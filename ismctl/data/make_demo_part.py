@@ -30,8 +30,8 @@ CORNER_R = 3.0
 RETRACT = 0.8
 F_RETRACT = 1500
 F_TRAVEL = 9000
-F_WALL = 1800
-F_INFILL = 3000
+F_WALL = 2400
+F_INFILL = 4800
 F_FIRST = 1200
 
 
@@ -171,7 +171,8 @@ def layer(w: Writer, n: int):
     # z move with the first travel of the layer
     if not w.retracted:
         w.retract()
-    start = rounded_rect(x0 + LINE_W / 2, y0 + LINE_W / 2, x1 - LINE_W / 2, y1 - LINE_W / 2, CORNER_R)[0]
+    ins = LINE_W / 2
+    start = rounded_rect(x0 + ins, y0 + ins, x1 - ins, y1 - ins, CORNER_R - ins)[0]
     w.travel(start[0], start[1], z)
     w.out(";TYPE:WALL-OUTER")
     for k in (0, 1):
