@@ -235,9 +235,10 @@ class DriverRuntime:
                 try:
                     info = self.device.connect()
                 except (PortUnavailable, ConnectionError, OSError) as exc:
+                    delay = backoff.next()
                     self.set_state("lost", str(exc))
-                    self.report("event", kind="connect_failed", reason=str(exc), retry_s=backoff.peek())
-                    self.stop.wait(backoff.next())
+                    self.report("event", kind="connect_failed", reason=str(exc), retry_s=delay)
+                    self.stop.wait(delay)
                     continue
                 backoff.reset()
                 self.connected.set()

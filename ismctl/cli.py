@@ -1,0 +1,240 @@
+"""`ismctl`: the operator's command line.
+
+Every command but `serve` and `demo` is a client of a running supervisor,
+found through the same cell config (`--config`, $ISMCTL_CONFIG, or
+./configs/demo-cell.toml).  Exit codes: 0 done, 1 refused or failed (the reason
+is printed), 2 bad usage or config, 3 no supervisor answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import config as cellconfig
+from .client import CellClient, CommandFailed, SupervisorUnreachable
+from .watch import watch_jobs
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+EPILOG = """\
+examples:
+  ismctl demo                                  run the bundled demo cell end to end
+  ismctl serve --config configs/demo-cell.toml run a cell (Ctrl-C stops it cleanly)
+  ismctl submit part.gcode --watch             queue a print and follow it
+  ismctl status                                cell, devices, temperatures, active jobs
+  ismctl jobs                                  every job this cell has ever had
+  ismctl estop                                 halt every device now (latched until `ismctl reset`)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="cell config (TOML); default: $ISMCTL_CONFIG or ./configs/demo-cell.toml")
+    common.add_argument("--state-dir", type=Path, help="where the database, logs and sockets live (default: from the config)")
+    common.add_argument("--json", action="store_true", help="print the supervisor's reply as JSON")
+    common.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the supervisor (default 5)")
+
+    parser = argparse.ArgumentParser(
+        prog="ismctl",
+        description="Control a fabrication cell: a supervisor streams jobs to device drivers over ZeroMQ.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="run the supervisor, its drivers and simulators")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p = sub.add_parser("demo", parents=[common], help="serve the demo cell, print the bundled part, verify it, stop")
+    p.add_argument("--keep", action="store_true", help="keep the demo's state directory afterwards")
+    p = sub.add_parser("submit", parents=[common], help="queue a G-code file as a job")
+    p.add_argument("file", type=Path, help="G-code file")
+    p.add_argument("--device", help="device name (default: the cell's printer)")
+    p.add_argument("--name", help="job name (default: the file name)")
+    p.add_argument("--watch", action="store_true", help="follow the job until it ends; exit 0 only if it completed")
+    sub.add_parser("status", parents=[common], help="cell state, devices and active jobs")
+    sub.add_parser("jobs", parents=[common], help="all jobs with state and progress")
+    p = sub.add_parser("job", parents=[common], help="one job with its event history")
+    p.add_argument("job", type=int)
+    p = sub.add_parser("watch", parents=[common], help="live progress bars and telemetry (Ctrl-C to stop)")
+    p.add_argument("job", type=int, nargs="?", help="follow this job until it ends")
+    for name, text in (("pause", "pause running jobs (or one)"), ("resume", "resume paused or interrupted jobs (or one)")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("job", type=int, nargs="?")
+    p = sub.add_parser("cancel", parents=[common], help="cancel a job")
+    p.add_argument("job", type=int)
+    sub.add_parser("estop", parents=[common], help="emergency stop every device; latched until reset")
+    sub.add_parser("reset", parents=[common], help="clear an e-stop or fault once every device is safe")
+    return parser
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _print_jobs(jobs: list[dict]) -> None:
+    if not jobs:
+        print("no jobs")
+        return
+    print(f"{'id':>4}  {'state':<11} {'device':<10} {'progress':>13}  {'name':<28} reason")
+    for j in jobs:
+        done = j["confirmed_op"] + 1
+        progress = f"{done}/{j['n_ops']}" if j["n_ops"] else "-"
+        print(f"{j['id']:>4}  {j['state']:<11} {j['device']:<10} {progress:>13}  {j['name'][:28]:<28} {j['reason']}")
+
+
+def _print_status(body: dict) -> None:
+    print(f"cell {body['cell']}: {body['state']}")
+    for name, dev in body["devices"].items():
+        temps = ""
+        if "hotend" in dev:
+            temps = "  hotend {:.1f}/{:.0f} °C  bed {:.1f}/{:.0f} °C".format(*dev["hotend"], *dev.get("bed", (0, 0)))
+        reason = f"  ({dev['reason']})" if dev.get("reason") else ""
+        print(f"  {name:<10} {dev['class']:<8} {dev['state']:<12}{temps}{reason}")
+    if body["active_jobs"]:
+        print("active jobs:")
+        _print_jobs(body["active_jobs"])
+
+
+def _client(args) -> CellClient:
+    return CellClient(_config(args), timeout_s=args.timeout)
+
+
+def _config(args) -> cellconfig.CellConfig:
+    return cellconfig.load(args.config or cellconfig.find_default(), state_dir=args.state_dir)
+
+
+def _show(args, body: dict, human) -> None:
+    if args.json:
+        json.dump(body, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        human(body)
+
+
+def cmd_serve(args) -> int:
+    from .supervisor.serve import serve
+
+    return serve(_config(args), verbose=args.verbose)
+
+
+def cmd_submit(args) -> int:
+    try:
+        text = args.file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ismctl: cannot read {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client = _client(args)
+    body = {"name": args.name or args.file.name, "gcode": text}
+    if args.device:
+        body["device"] = args.device
+    reply = client.call("submit", **body)
+    _show(args, reply, lambda r: print(f"job {r['job']} queued on {r['device']}: {r['n_ops']} ops, estimated {_fmt_s(r['estimated_s'])} of printing"))
+    if args.watch:
+        return EXIT_OK if watch_jobs(client, reply["job"]) == "completed" else EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    _show(args, _client(args).call("status"), _print_status)
+    return EXIT_OK
+
+
+def cmd_jobs(args) -> int:
+    _show(args, _client(args).call("jobs"), lambda b: _print_jobs(b["jobs"]))
+    return EXIT_OK
+
+
+def cmd_job(args) -> int:
+    def human(body):
+        _print_jobs([body["job"]])
+        for ev in body["events"]:
+            detail = ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("ts", "kind") and v not in ("", None))
+            print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ev['ts']))}  {ev['kind']:<12} {detail}")
+
+    _show(args, _client(args).call("job", job=args.job), human)
+    return EXIT_OK
+
+
+def cmd_watch(args) -> int:
+    state = watch_jobs(_client(args), args.job)
+    return EXIT_OK if args.job is None or state == "completed" else EXIT_FAILED
+
+
+def _simple(command: str, with_job: bool):
+    def run(args) -> int:
+        body = {"job": args.job} if with_job and args.job is not None else {}
+        reply = _client(args).call(command, **body)
+        _show(args, reply, lambda r: print(f"{command}: ok" + (f" (jobs {', '.join(map(str, r['jobs']))})" if r.get("jobs") else "")))
+        return EXIT_OK
+
+    return run
+
+
+def cmd_estop(args) -> int:
+    client = _client(args)
+    events = client.events(("estop.confirmed",))
+    time.sleep(0.05)  # let the subscription reach the publisher
+    reply = client.call("estop")
+    confirmed = events.next(timeout_s=2.0) if reply["devices"] else None
+    if args.json:
+        _show(args, {**reply, "confirmed": confirmed[1] if confirmed else None}, print)
+    elif confirmed:
+        print(f"E-STOP: {', '.join(reply['devices'])} halted ({confirmed[1]['latency_ms']:.1f} ms); the cell stays stopped until `ismctl reset`")
+    else:
+        print("E-STOP sent; not every device confirmed its halt yet (see `ismctl status`); the cell stays stopped until `ismctl reset`")
+    return EXIT_OK
+
+
+def cmd_reset(args) -> int:
+    args.timeout = max(args.timeout, 35.0)
+    reply = _client(args).call("reset")
+    _show(args, reply, lambda r: print(f"cell is {r['state']}" + (f" ({r['note']})" if r.get("note") else "")))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "demo": cmd_demo,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "jobs": cmd_jobs,
+    "job": cmd_job,
+    "watch": cmd_watch,
+    "pause": _simple("pause", True),
+    "resume": _simple("resume", True),
+    "cancel": _simple("cancel", True),
+    "estop": cmd_estop,
+    "reset": cmd_reset,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except cellconfig.ConfigError as exc:
+        print(f"ismctl: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SupervisorUnreachable as exc:
+        print(f"ismctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except CommandFailed as exc:
+        print(f"ismctl {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
