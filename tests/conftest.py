@@ -35,6 +35,7 @@ class Cell:
     def __init__(self, tmp_path: Path, speed="max", corrupt_rate=0.0, drop_rate=0.0, seed=7, heartbeat_s=0.2, extra_sim_args=()):
         self.state_dir = tmp_path / "state"
         self.config_path = tmp_path / "cell.toml"
+        tmp_path.mkdir(parents=True, exist_ok=True)
         extra = ", ".join(json.dumps(a) for a in extra_sim_args)
         self.config_path.write_text(
             f"""
