@@ -85,6 +85,10 @@ MAX_COMMAND_BYTES = MAX_CMD_SIZE - 1 - len("N9999999 ") - len("*255")
 #: M-codes whose argument is free text (Marlin's parser gives them string_arg).
 STRING_COMMANDS = frozenset({0, 1, 16, 23, 28, 30, 32, 33, 117, 118, 928} | set(range(810, 820)))
 
+# Commands whose arguments are not numbers in the wild (PrusaSlicer: "M115 U3.13.0");
+# checked like string commands (printable ASCII, no '*').
+_FREE_ARGS = frozenset({115})
+
 # Marlin defaults (Configuration.h / Configuration_adv.h)
 _DEFAULT_FEED_MM_MIN = 1500.0
 _MAX_FEED = np.array([300.0, 300.0, 5.0, 25.0])  # mm/s X Y Z E
@@ -178,6 +182,8 @@ def _diagnose(s: str) -> str | None:
     head = _HEAD_RE.match(s)
     is_string_cmd = bool(head and head.group(1) in "Mm" and int(head.group(2)) in STRING_COMMANDS)
     bad = _bad_char(s, allow_unicode=is_string_cmd)
+    if head and head.group(1) in "Mm" and int(head.group(2)) in _FREE_ARGS:
+        is_string_cmd = True
     if bad:
         return bad
     if "*" in s:
