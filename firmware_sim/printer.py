@@ -1,0 +1,189 @@
+"""Marlin-compatible FDM printer simulator: ``python -m firmware_sim.printer``.
+
+Wires the pieces together (clock, port, faults, heaters, planner, Marlin
+protocol) from the command line and runs the event loop until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from . import loop
+from .clock import VirtualClock, parse_speed
+from .faults import LineFaults, ThermalFault
+from .marlin import ExecLog, MarlinFirmware
+from .motion import MotionConfig, Planner
+from .serial_port import PtyPort, TcpPort
+from .thermal import ThermalManager
+
+EPILOG = """\
+The first line on stdout is where to connect: a pty path such as /dev/pts/5,
+or socket://HOST:PORT with --tcp.  Each time the link is re-created (see
+--disconnect-*) the new pty path is printed on its own line; --link keeps a
+stable symlink to it.  SIGUSR1 presses the reset button (prints "start" and the
+banner again, line numbers back to 0); SIGINT/SIGTERM exit cleanly with 0.
+
+Example session:
+
+  $ python -m firmware_sim.printer --speed 50 --link /tmp/printer &
+  /dev/pts/7
+  $ python -m serial.tools.miniterm /tmp/printer
+  start
+  echo:Marlin 2.1.2.1
+  ...
+  M105                       -> ok T:25.0 /0.0 B:25.0 /0.0 T0:25.0 /0.0 @:0 B@:0
+  N1 M109 S200*98            -> " T:..  W:?" lines every second, echo:busy: processing
+                                every 2 virtual s, then ok after about 100 virtual s
+  N2 G1 X10 Y5 F3000*86      -> ok
+
+Line framing is Marlin's: "N<n> <command>*<xor of the bytes before *>".
+Fault injection is seeded: the same --seed and the same bytes give the same
+faults.  See docs/printer-simulator.md for the protocol and physics details.
+"""
+
+
+def _axis_list(text: str) -> list:
+    values = [float(v) for v in text.split(",")]
+    if len(values) != 4 or min(values) <= 0:
+        raise argparse.ArgumentTypeError("need 4 positive numbers: X,Y,Z,E")
+    return values
+
+
+def _host_port(text: str) -> tuple:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 127.0.0.1:0")
+    return host or "127.0.0.1", int(port)
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("a probability within 0..1")
+    return value
+
+
+def _thermal_fault(text: str) -> ThermalFault:
+    try:
+        return ThermalFault.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _speed(text: str) -> float:
+    try:
+        return parse_speed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m firmware_sim.printer",
+        description="Simulated Marlin 2.1 printer firmware on a pseudo-terminal or TCP port: "
+                    "Marlin's line protocol byte for byte, heaters with PID and thermal "
+                    "protection, trapezoidal motion, all on a virtual clock, with seeded "
+                    "fault injection.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    link = p.add_argument_group("connection")
+    link.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
+                      help="serve TCP instead of a pty (port 0 picks a free one); prints "
+                           "socket://HOST:PORT. One client at a time; the firmware keeps "
+                           "running across clients and does not print 'start' again")
+    link.add_argument("--link", metavar="PATH",
+                      help="keep a symlink PATH -> current pty slave (replaced atomically "
+                           "when the pty is re-created, removed on exit)")
+    link.add_argument("--advanced-ok", action="store_true",
+                      help="answer 'ok N<line> P<planner free> B<queue free>' (ADVANCED_OK)")
+    sim = p.add_argument_group("simulation")
+    sim.add_argument("--speed", type=_speed, default=1.0, metavar="FACTOR|max",
+                     help="virtual seconds per real second (default 1). 'max' never "
+                          "waits: virtual time jumps to the next event whenever the "
+                          "firmware waits on itself, and stands still while it waits "
+                          "for the host")
+    sim.add_argument("--busy-interval", type=float, default=2.0, metavar="SEC",
+                     help="'echo:busy: processing' interval during long commands, "
+                          "virtual seconds (default 2, 0 disables; M113 S changes it)")
+    sim.add_argument("--ambient", type=float, default=25.0, metavar="C",
+                     help="ambient and start temperature of the heaters (default 25)")
+    sim.add_argument("--max-feedrate", type=_axis_list, metavar="X,Y,Z,E",
+                     help="max feedrate mm/s (default 300,300,5,25)")
+    sim.add_argument("--max-accel", type=_axis_list, metavar="X,Y,Z,E",
+                     help="max acceleration mm/s^2 (default 3000,3000,100,10000)")
+    sim.add_argument("--exec-log", metavar="FILE",
+                     help="append every executed command (without N and checksum) to "
+                          "FILE, one write per line")
+    faults = p.add_argument_group("fault injection (seeded)")
+    faults.add_argument("--seed", type=int, default=0, help="fault seed (default 0)")
+    faults.add_argument("--corrupt-rate", type=_rate, default=0.0, metavar="P",
+                        help="probability that a received line has one bit flipped "
+                             "before the checksum is verified")
+    faults.add_argument("--drop-rate", type=_rate, default=0.0, metavar="P",
+                        help="probability that a received line vanishes (no reply)")
+    faults.add_argument("--disconnect-after", type=int, metavar="N",
+                        help="pull the cable once, right after the Nth received line")
+    faults.add_argument("--disconnect-rate", type=_rate, default=0.0, metavar="P",
+                        help="probability per received line that the cable is pulled "
+                             "after it. The firmware keeps its state; a new pty is "
+                             "created and its path printed (TCP: the client is closed)")
+    faults.add_argument("--thermal-fault", type=_thermal_fault, action="append", default=[],
+                        metavar="AT[:hotend|bed[:heater|sensor]]",
+                        help="at virtual second AT the heater stops heating (default; "
+                             "thermal protection then trips) or its thermistor opens "
+                             "(MINTEMP). Repeatable")
+    return p
+
+
+def _announce(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.busy_interval < 0:
+        raise SystemExit("--busy-interval must be >= 0")
+    clock = VirtualClock(args.speed)
+    motion_config = MotionConfig()
+    if args.max_feedrate:
+        motion_config.max_feedrate = args.max_feedrate
+    if args.max_accel:
+        motion_config.max_accel = args.max_accel
+    thermal = ThermalManager(ambient=args.ambient)
+    for fault in args.thermal_fault:
+        thermal.schedule_fault(fault.at, fault.heater, fault.kind)
+    faults = LineFaults(args.seed, args.corrupt_rate, args.drop_rate,
+                        args.disconnect_rate, args.disconnect_after)
+    exec_log = ExecLog(args.exec_log) if args.exec_log else None
+    if args.tcp:
+        port = TcpPort(_announce, *args.tcp)
+    else:
+        port = PtyPort(_announce, args.link)
+    _announce(port.address)
+    firmware = MarlinFirmware(clock, thermal, Planner(motion_config), faults, exec_log,
+                              advanced_ok=args.advanced_ok, busy_interval=args.busy_interval)
+    signals = []   # handlers only record; the loop acts between two iterations
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, lambda signum, frame: signals.append(signum))
+
+    def should_stop():
+        if signal.SIGUSR1 in signals:
+            signals.remove(signal.SIGUSR1)
+            firmware.reset()
+        return bool(signals)
+
+    try:
+        loop.run(firmware, port, clock, should_stop)
+    finally:
+        port.close()
+        if exec_log is not None:
+            exec_log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
