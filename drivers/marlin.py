@@ -781,6 +781,11 @@ class MarlinStreamer:
                             break
                         now = time.monotonic()
                         room = self.window - len(self._fifo)
+                        if m110_line is not None and self._confirmed < m110_line:
+                            # Marlin's M110 handler sets the line number again when it
+                            # *executes*: lines accepted before that would be numbered
+                            # twice.  Nothing goes out until the M110's ok.
+                            room = 1 if self._next == m110_line and not self._fifo else 0
                         if room > 0 and self._next < end and not control.paused and not control.cancelled:
                             k = min(room, end - self._next)
                             batch = list(range(self._next, self._next + k))
