@@ -103,6 +103,12 @@ def _strtol(data: bytes, pos: int) -> int:
         return 0
 
 
+def _next_tick(due: float, interval: float, now: float) -> float:
+    """Next firing of a periodic timer: on its grid, unless it has fallen behind."""
+    due += interval
+    return due if due > now else now + interval
+
+
 def _emergency_code(line: bytes) -> bytes | None:
     """M108/M112/M410 at the start of a line (after an optional N prefix)."""
     s = line.lstrip(b" ")
@@ -381,25 +387,39 @@ class MarlinFirmware:
 
     # -- execution --------------------------------------------------------------
     def service(self) -> None:
-        """Advance physics to now, run what can run, fire timers."""
-        now = self.clock.now()
-        if self.halted:
-            self.thermal.advance(now, protect=False)
-            return
-        try:
-            self.thermal.advance(now)
-        except ThermalError as exc:
-            self.kill(f"Error:{exc}")
-            return
-        self._run(now)
-        if self.halted:
-            return
+        """Advance physics to now, run what can run, fire timers.
+
+        At max speed a command waiting on a known virtual time is not handed back
+        to the event loop while more received lines are waiting: the clock jumps
+        here, which saves a port poll per move when the planner is full.
+        """
+        clock = self.clock
+        while True:
+            now = clock.now()
+            if self.halted:
+                self.thermal.advance(now, protect=False)
+                return
+            try:
+                self.thermal.advance(now)
+            except ThermalError as exc:
+                self.kill(f"Error:{exc}")
+                return
+            self._run(now)
+            if self.halted:
+                return
+            self._timers(now)
+            if not (clock.is_max and self.rx and self.current is not None
+                    and self.wake is not None):
+                return
+            clock.jump_to(self.next_deadline())
+
+    def _timers(self, now: float) -> None:
         if self.report_next is not None and now >= self.report_next:
-            self.report_next = now + self.report_interval
+            self.report_next = _next_tick(self.report_next, self.report_interval, now)
             self.emit(" " + self.thermal.report())
         if self.current is not None and self.busy_next is not None and now >= self.busy_next:
             self.emit(BUSY)
-            self.busy_next = now + self.busy_interval
+            self.busy_next = _next_tick(self.busy_next, self.busy_interval, now)
 
     def _run(self, now: float) -> None:
         queue = self.queue
@@ -487,7 +507,7 @@ class MarlinFirmware:
         times = [t for t in (self.report_next, self.busy_next) if t is not None]
         if self.current is not None:
             times.append(self.wake if self.wake is not None else self.thermal.next_step)
-        if self.thermal.active() or self.planner.blocks:
+        if self.thermal.active():
             times.append(self.thermal.next_step)
         return min(times) if times else None
 
