@@ -130,8 +130,8 @@ def parse_temperatures(line: bytes) -> dict | None:
             val = (float(cur), float(target) if target else None)
         except ValueError:
             continue
-        if key == b"T" or (key == b"T0" and "hotend" not in out):
-            out["hotend"] = val
+        if key == b"T" or key == b"T0":
+            out.setdefault("hotend", val)
         elif key == b"B":
             out["bed"] = val
         elif key == b"C":
@@ -551,7 +551,8 @@ class MarlinStreamer:
             self._check_link()
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"no answer from the firmware within {timeout} s")
-            self._write(b"M105\n")
+            # the leading newline ends any half line a previous host left in the pipe
+            self._write(b"\nM105\n")
             sent.append("M105")
             self._seen_alive.wait(min(1.0, max(0.01, deadline - time.monotonic())))
         # let the greeting / pending answers to our M105s drain
