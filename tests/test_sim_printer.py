@@ -368,3 +368,31 @@ def test_help_documents_every_option():
                    "--drop-rate", "--disconnect-after", "--disconnect-rate",
                    "--thermal-fault", "--exec-log", "Example session"):
         assert option in out
+
+
+# -- an independent host -------------------------------------------------------------
+
+def test_printcore_prints_a_file_to_the_end(tmp_path):
+    """Printrun's printcore (pip install --no-deps printrun appdirs) drives the pty."""
+    printcore = pytest.importorskip(
+        "printrun.printcore", reason="printrun not installed: pip install --no-deps printrun appdirs")
+    gcoder = pytest.importorskip("printrun.gcoder")
+    body = ["G28", "M104 S200", "M140 S60", "M109 S200", "M190 S60", "G92 E0", "M83"]
+    body += [f"G1 X{10 + i % 40} Y{10 + (i * 7) % 40} E0.05 F3000 ; move {i}" for i in range(400)]
+    body += ["M400", "M104 S0", "M140 S0", "M84"]
+    log = tmp_path / "exec.log"
+    with Sim("--speed", "max", "--exec-log", str(log), connect=False) as s:
+        host = printcore.printcore(s.address, 115200)
+        try:
+            deadline = time.monotonic() + 20
+            while not host.online:
+                assert time.monotonic() < deadline, "printcore never came online"
+                time.sleep(0.05)
+            host.startprint(gcoder.LightGCode(body))
+            while host.printing:
+                assert time.monotonic() < deadline + 40, "print did not finish"
+                time.sleep(0.05)
+        finally:
+            host.disconnect()
+    executed = [line for line in log.read_text().splitlines() if not line.startswith(("M105", "M110"))]
+    assert executed == [line.split(";")[0].strip() for line in body]
