@@ -221,12 +221,13 @@ def test_pause_resume_cancel(sim_factory, demo):
         s.close()
 
 
-def test_emergency_stop(sim_factory, demo):
-    sim = sim_factory("--speed", "5", *WARM)
+def test_emergency_stop(sim_factory):
+    sim = sim_factory("--speed", "5")
+    cmds = ["G28"] + [f"G1 X{10 + i % 50} Y{10 + (i * 7) % 50} F3000" for i in range(500)]
     s, ev, info = connect(sim.path)
     out = {}
     try:
-        t = threading.Thread(target=lambda: out.setdefault("r", s.stream(demo.commands, 0, 1)))
+        t = threading.Thread(target=lambda: out.setdefault("r", s.stream(cmds, 0, 1)))
         t.start()
         ev.wait(lambda k, d: k == "progress" and d["op"] >= 40, 60)
         t0 = time.perf_counter()
@@ -240,6 +241,8 @@ def test_emergency_stop(sim_factory, demo):
     assert "kill" in data["text"] or "halted" in data["text"]
     assert out["r"].status == "halted"
     assert not ev.of("fault")  # an e-stop we asked for is not reported as a fault
+    assert out["r"].last_op < len(cmds) - 1
+    assert len(sim.executed()) < len(info["handshake_commands"]) + 1 + len(cmds)
 
 
 def test_busy_during_heat_and_wait_does_not_time_out(sim_factory):
