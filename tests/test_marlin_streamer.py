@@ -18,9 +18,8 @@ from ismctl.gcode import parse
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "ismctl" / "data" / "demo-bracket.gcode"
 
-# NOTE: the simulator's bed cannot reach 60 degC yet (it stalls near 54 and trips
-# "Heating failed"), so the demo-part runs start the heaters at 60 degC ambient.
-WARM = ("--ambient", "60")
+# Extra simulator arguments for the demo-part runs (real heating from 25 degC).
+WARM = ()
 
 
 class Sim:
