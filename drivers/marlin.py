@@ -52,7 +52,18 @@ __all__ = [
     "parse_temperatures",
     "parse_position",
     "PROBE_LINE_NUMBER",
+    "is_host_command",
 ]
+
+#: What the streamer sends on its own account (handshake, auto-report set-up,
+#: temperature polls); ``M110 N<n>`` line-number resets come on top.
+HOST_COMMANDS = frozenset({"M105", "M115", "M155 S1"})
+
+
+def is_host_command(cmd: str) -> bool:
+    """True for a command the streamer itself sends, not a program line."""
+    return cmd in HOST_COMMANDS or cmd.startswith("M110 N")
+
 
 #: A line number the firmware can never expect: the probe line is always rejected.
 PROBE_LINE_NUMBER = 2147480000

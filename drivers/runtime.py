@@ -79,6 +79,8 @@ class DriverRuntime:
         self.stop = threading.Event()
         self.connected = threading.Event()
         self.reset_requested = threading.Event()
+        self.holding = False  # the supervisor is gone: the job is released, not ended
+        self.heaters_off_on_stop = True
         self.replies = bus.ReplyCache(256)
         self.sock = self._connect_socket()
         device.attach(self)
@@ -97,6 +99,11 @@ class DriverRuntime:
         except BlockingIOError:
             pass  # the pipe is full, so the loop is already awake
 
+    def link_lost(self, reason: str) -> None:
+        """The serial link broke: reconnect (with backoff) and say so."""
+        self.connected.clear()
+        self.set_state("lost", reason)
+
     def set_state(self, trigger: str, reason: str = "") -> None:
         try:
             self.machine.trigger_or_refuse(trigger)
@@ -106,8 +113,13 @@ class DriverRuntime:
 
     # ---------------------------------------------------------- main thread
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        def stop(signum, _frame):
+            # SIGHUP: our supervisor died (PR_SET_PDEATHSIG); keep the heaters so the job can resume.
+            self.heaters_off_on_stop = signum != signal.SIGHUP
+            self.stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, stop)
         worker = threading.Thread(target=self._device_loop, name=f"{self.name}-device", daemon=True)
         worker.start()
         poller = zmq.Poller()
@@ -116,7 +128,6 @@ class DriverRuntime:
         registered_at = 0.0
         last_heard = time.monotonic()
         next_heartbeat = 0.0
-        holding = False
         while not self.stop.is_set():
             ready = dict(poller.poll(self.heartbeat_s * 250))
             now = time.monotonic()
@@ -130,10 +141,10 @@ class DriverRuntime:
                         last_heard = now
                         self._handle(msg)
             if now - last_heard > 3 * self.heartbeat_s:
-                if not holding:
+                if not self.holding:
                     log.warning("supervisor lost: holding the device safe and re-registering")
+                    self.holding = True
                     self.device.safe_hold(heaters_off=False)
-                    holding = True
                 if now - registered_at > self.heartbeat_s * 2:
                     # A new socket: the old one may queue stale messages for a dead peer.
                     self.sock.close(0)
@@ -142,16 +153,17 @@ class DriverRuntime:
                     poller.register(self.sock, zmq.POLLIN)
                     self._register()
                     registered_at = now
-            elif holding and self.current_job is None:
-                holding = False
+            elif self.holding and self.current_job is None:
+                self.holding = False
             if not registered_at:
                 self._register()
                 registered_at = now
             if now >= next_heartbeat:
                 self._send("heartbeat", {"state": self.machine.state})
                 next_heartbeat = now + self.heartbeat_s
-        log.info("stopping: holding the device safe (heaters off)")
-        self.device.safe_hold(heaters_off=True)
+        log.info("stopping: holding the device safe (heaters %s)", "off" if self.heaters_off_on_stop else "kept for resume")
+        self.holding = True
+        self.device.safe_hold(heaters_off=self.heaters_off_on_stop)
         self._send_reports()
         self.device.close()
         self.sock.close(linger=200)
@@ -216,8 +228,8 @@ class DriverRuntime:
         if body.get("job") not in (None, self.current_job):
             return Result.VALIDATION_ERROR, f"job {body.get('job')} is not running here"
         actions = {
-            "job_pause": self.device.pause,
-            "job_resume": self.device.resume,
+            "job_pause": lambda: (self.device.pause(), self.set_state("pause")),
+            "job_resume": lambda: (self.device.resume(), self.set_state("run")),
             "job_cancel": self.device.cancel,
             "device_reset": self.reset_requested.set,
         }
@@ -269,11 +281,13 @@ class DriverRuntime:
         except (ConnectionError, OSError) as exc:
             # The link broke mid-job: the supervisor pauses the job and resumes it on reconnect.
             log.warning("job %d: serial link lost: %s", job_id, exc)
-            self.connected.clear()
             self.current_job = None
-            self.set_state("lost", f"serial link lost: {exc}")
+            self.link_lost(f"serial link lost: {exc}")
             return
         self.current_job = None
         if self.machine.state not in ("estop", "fault"):
             self.set_state("done")
+        if self.holding and state == "cancelled":
+            log.info("job %d released at op %d while the supervisor is away", job_id, last_op)
+            return
         self.report("job_end", job=job_id, state=state, reason=reason, op=last_op)

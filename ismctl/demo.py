@@ -17,6 +17,8 @@ from pathlib import Path
 
 from . import config as cellconfig
 from .client import CellClient
+from drivers.marlin import is_host_command
+
 from .execlog import compare_exec_log
 from .gcode import parse
 from .watch import watch_jobs
@@ -66,7 +68,7 @@ def run_demo(args) -> int:
             print(f"demo FAILED: job ended {state}; logs in {state_dir}", file=sys.stderr)
             return 1
         exec_log = state_dir / "printer.exec.log"
-        mismatch = compare_exec_log(parse(text).commands, exec_log.read_text().splitlines())
+        mismatch = compare_exec_log(parse(text).commands, exec_log.read_text().splitlines(), is_host_command)
         if mismatch:
             print(f"demo FAILED: the firmware's executed log differs from the program: {mismatch}", file=sys.stderr)
             return 1

@@ -374,7 +374,12 @@ class Supervisor:
             self._driver_lost(target.identity)  # a restarted driver replaces its predecessor
         target.identity = identity
         self.driver_heartbeats.seen(identity)
-        target.machine.force(msg.body.get("state", "connecting") if msg.body.get("state") in DEVICE.states else "connecting")
+        reported = msg.body.get("state")
+        target.machine.force(reported if reported in DEVICE.states else "connecting")
+        job = self.book.active(name)
+        if job is not None and job.state == "running" and reported not in ("running", "paused"):
+            # A restarted driver came back before its predecessor was missed: it holds no job.
+            self._pause_job(job, "driver-lost", tell_driver=False)
         log.info("driver for %s registered (pid %s)", name, msg.body.get("pid"))
         self.drivers.send(identity, self.factory.reply(msg, Result.OK, heartbeat_s=self.config.heartbeat_s))
         self.publish("device.state", device=name, state=target.state)

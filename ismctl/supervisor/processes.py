@@ -29,8 +29,9 @@ RESTART_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def _die_with_parent() -> None:
-    """preexec_fn: ask the kernel to SIGTERM this child when its parent dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    """preexec_fn: ask the kernel to SIGHUP this child when its parent dies (not SIGTERM:
+    a driver tells the two apart, holding its job for resume on SIGHUP)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
 
 
 def pid_alive(pid: int) -> bool:

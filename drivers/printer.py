@@ -1,0 +1,176 @@
+"""The printer driver process: the shared runtime plus a Marlin streamer on a pyserial URL.
+
+    python -m drivers.printer --name printer --port /dev/ttyACM0 --supervisor ipc:///…/drivers.sock
+
+`ismctl serve` starts one per printer in the cell config; it can also run on
+the printer's own computer, connecting to a supervisor elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from ismctl.logs import setup_logging
+from ismctl.program import Program
+
+from .marlin import MarlinStreamer, StreamControl, StreamerClosed
+from .runtime import DriverRuntime, JobOutcome
+from .transport import open_port
+
+log = logging.getLogger("ismctl.driver.printer")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+HEATERS_OFF = ("M104 S0", "M140 S0")
+
+
+class PrinterDevice:
+    """A Marlin printer behind one serial URL (see drivers.runtime.Device)."""
+
+    device_class = "printer"
+
+    def __init__(self, url: str, baud: int, window: int):
+        self.url, self.baud, self.window = url, baud, window
+        self.streamer: MarlinStreamer | None = None
+        self.control: StreamControl | None = None
+        self.runtime: DriverRuntime | None = None
+        self._progress = None
+        self._resends = 0
+
+    def attach(self, runtime: DriverRuntime) -> None:
+        self.runtime = runtime
+
+    def connect(self) -> dict:
+        self.close()
+        port = open_port(self.url, self.baud)
+        self.streamer = MarlinStreamer(port, window=self.window, on_event=self._on_event)
+        try:
+            info = self.streamer.handshake(timeout=HANDSHAKE_TIMEOUT_S)
+        except (TimeoutError, StreamerClosed) as exc:
+            self.streamer.close()
+            self.streamer = None
+            raise ConnectionError(f"{self.url}: no Marlin handshake: {exc}") from None
+        return {"port": self.url, "firmware": info.get("firmware_name") or "unknown", "autoreport": bool(info.get("autoreport"))}
+
+    def _on_event(self, kind: str, data: dict) -> None:
+        """Called on the streamer's reader thread: translate, queue, return."""
+        runtime = self.runtime
+        if kind == "progress":
+            if self._progress is not None:
+                self._progress(data["op"])
+        elif kind == "telemetry":
+            runtime.report("telemetry", **data)
+        elif kind == "resend":
+            self._resends += 1
+            runtime.report("event", kind="resend", line=data.get("line"), op=data.get("op"), job=runtime.current_job)
+        elif kind == "warning":
+            runtime.report("event", kind="warning", text=data.get("text", ""), op=data.get("op"), job=runtime.current_job)
+        elif kind == "fault":
+            runtime.set_state("fault", data.get("text", "firmware fault"))
+        elif kind == "halted":
+            runtime.set_state("estop", data.get("text", "firmware halted"))
+        elif kind == "disconnected":
+            runtime.link_lost(data.get("text", "serial link lost"))
+        elif kind == "reset":
+            runtime.report("event", kind="firmware_reset", job=runtime.current_job)
+
+    def run_job(self, program: Program, start_op: int, line_base: int, resume: bool, report) -> int:
+        streamer = self.streamer
+        if streamer is None:
+            raise ConnectionError("not connected")
+        fresh = True
+        if resume:
+            try:
+                last_line = streamer.probe_last_line()
+            except TimeoutError as exc:
+                raise ConnectionError(f"firmware did not answer the line-number probe: {exc}") from None
+            if line_base - 1 <= last_line < line_base + len(program):
+                start_op, fresh = last_line + 1 - line_base, False
+                log.info("resuming at op %d: the firmware accepted line %d last", start_op, last_line)
+            else:
+                log.warning("firmware is at line %d, not in this job's lines (it was reset): resuming from the "
+                            "supervisor's last confirmed op, %d", last_line, start_op)
+                self.runtime.report("event", kind="warning", job=self.runtime.current_job,
+                                    text=f"firmware was reset (last line {last_line}); resuming from confirmed op {start_op}")
+        self.control = StreamControl()
+        self._progress = report
+        self._resends = 0
+        try:
+            result = streamer.stream(program.commands, start_op, line_base, self.control, fresh=fresh)
+        finally:
+            self._progress = None
+        log.info("stream %s at op %d: %d lines sent, %d resends, %d probes, %.2f s",
+                 result.status, result.last_op, result.lines_sent, result.resends, result.probes, result.elapsed_s)
+        if result.status == "completed":
+            return result.last_op
+        if result.status == "disconnected":
+            raise ConnectionError(result.reason)
+        state = "cancelled" if result.status == "cancelled" else "failed"
+        raise JobOutcome(state, result.reason, result.last_op)
+
+    def pause(self) -> None:
+        if self.control is not None:
+            self.control.pause()
+
+    def resume(self) -> None:
+        if self.control is not None:
+            self.control.resume()
+
+    def cancel(self) -> None:
+        if self.control is not None:
+            self.control.cancel()
+
+    def emergency_stop(self) -> None:
+        if self.streamer is not None:
+            self.streamer.emergency_stop()
+
+    def safe_hold(self, heaters_off: bool) -> None:
+        """Stop feeding the firmware (lines in flight finish); optionally switch the heaters off."""
+        self.cancel()
+        if heaters_off and self.streamer is not None:
+            for cmd in HEATERS_OFF:
+                try:
+                    self.streamer.send_immediate(cmd)
+                except StreamerClosed:
+                    return
+
+    def reset(self) -> None:
+        """After a kill the board needs a reset: pulse DTR (the auto-reset line of Arduino-style boards)."""
+        streamer, self.streamer = self.streamer, None
+        if streamer is None:
+            return
+        try:
+            streamer.port.dtr = True
+            streamer.port.dtr = False
+        except (OSError, ValueError, AttributeError):
+            pass  # a pty or socket has no reset line; a simulator is power-cycled by its supervisor
+        streamer.close()
+
+    def close(self) -> None:
+        streamer, self.streamer = self.streamer, None
+        if streamer is not None:
+            streamer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m drivers.printer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True, help="device name, as in the cell config")
+    ap.add_argument("--port", required=True, help="pyserial URL: /dev/ttyACM0, socket://host:port, a simulator's pty")
+    ap.add_argument("--baud", type=int, default=250000)
+    ap.add_argument("--window", type=int, default=4, help="lines in flight (Marlin's BUFSIZE is 4)")
+    ap.add_argument("--supervisor", required=True, help="the supervisor's driver endpoint (tcp:// or ipc://)")
+    ap.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval in seconds")
+    ap.add_argument("--log-file", type=Path, help="also log to this file")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    setup_logging(args.log_file, args.verbose)
+    runtime = DriverRuntime(PrinterDevice(args.port, args.baud, args.window), args.name, args.supervisor, args.heartbeat)
+    return runtime.run()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())
