@@ -28,7 +28,6 @@ class MotionConfig:
     travel_accel: float = 3000.0       # M204 T
     junction_deviation: float = 0.013  # mm
     steps_per_mm: list = field(default_factory=lambda: [80.0, 80.0, 400.0, 500.0])
-    bed_size: list = field(default_factory=lambda: [200.0, 200.0, 200.0])
     homing_feedrate: list = field(default_factory=lambda: [50.0, 50.0, 4.0])          # mm/s
     homing_bump: list = field(default_factory=lambda: [5.0, 5.0, 2.0])                # mm
     homing_bump_divisor: list = field(default_factory=lambda: [2.0, 2.0, 4.0])

@@ -34,9 +34,9 @@ Example session:
   echo:Marlin 2.1.2.1
   ...
   M105                       -> ok T:25.0 /0.0 B:25.0 /0.0 T0:25.0 /0.0 @:0 B@:0
-  N1 M109 S200*98            -> " T:..  W:?" lines every second, echo:busy: processing
+  N1 M109 S200*107           -> " T:..  W:?" lines every second, echo:busy: processing
                                 every 2 virtual s, then ok after about 100 virtual s
-  N2 G1 X10 Y5 F3000*86      -> ok
+  N2 G1 X10 Y5 F3000*122     -> ok
 
 Line framing is Marlin's: "N<n> <command>*<xor of the bytes before *>".
 Fault injection is seeded: the same --seed and the same bytes give the same

@@ -22,24 +22,45 @@ import tty
 MAX_TX_BUFFER = 1 << 20   # bytes queued for a host that does not read; beyond, output is lost
 READ_CHUNK = 65536
 ATTACH_POLL = 0.02        # s between checks whether a host has opened the pty
-ATTACH_SETTLE = 0.1       # s after a host opened the pty before output is sent to it
+ATTACH_SETTLE = 0.1       # s after a host connects before output is sent to it: hosts
+                          # (pyserial) flush their input right after opening a port
 
 
 class _Port:
     """Output buffering shared by both transports.
 
     Output made before the first host connects is kept for it (the boot
-    banner); output made while no host is connected later is lost.
+    banner) and sent ATTACH_SETTLE after it connected; output made while no
+    host is connected later is lost.
     """
 
     def __init__(self, announce):
         self._announce = announce
         self._tx = bytearray()
         self._had_host = False
+        self._settle_until = 0.0
         self.tx_dropped = 0
 
-    def _host_present(self) -> bool:
+    def _host_fd(self):
+        """The connected host's descriptor, or None."""
         raise NotImplementedError
+
+    def _host_present(self) -> bool:
+        return self._host_fd() is not None
+
+    def _attached(self) -> None:
+        self._had_host = True
+        self._settle_until = time.monotonic() + ATTACH_SETTLE
+
+    def _out_fd(self):
+        return self._host_fd() if time.monotonic() >= self._settle_until else None
+
+    def _wait_events(self, timeout: float | None):
+        """(timeout shortened to the end of the settle time, whether output may go)."""
+        settle = self._settle_until - time.monotonic()
+        if settle <= 0:
+            return timeout, bool(self._tx)
+        return (settle if timeout is None else min(timeout, settle)), False
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -68,9 +89,6 @@ class _Port:
         self.tx_dropped += len(self._tx)
         self._tx.clear()
 
-    def _out_fd(self):
-        raise NotImplementedError
-
 
 class PtyPort(_Port):
     """A pseudo-terminal in raw mode; ``link`` is kept pointing at its slave.
@@ -98,7 +116,6 @@ class PtyPort(_Port):
         self.master = master
         self._poller.register(master, 0)
         self.attached = False
-        self._settle_until = 0.0
         if self.link:
             tmp = f"{self.link}.{os.getpid()}.tmp"
             if os.path.lexists(tmp):
@@ -106,22 +123,14 @@ class PtyPort(_Port):
             os.symlink(self.address, tmp)
             os.replace(tmp, self.link)
 
-    def _out_fd(self):
-        if self.attached and time.monotonic() >= self._settle_until:
-            return self.master
-        return None
-
-    def _host_present(self) -> bool:
-        return self.attached
+    def _host_fd(self):
+        return self.master if self.attached else None
 
     def poll(self, timeout: float | None, want_read: bool) -> bytes:
         if not self.attached:
             return self._wait_for_host(timeout)
-        settle = self._settle_until - time.monotonic()
-        if settle > 0:
-            timeout = settle if timeout is None else min(timeout, settle)
-        events = (select.POLLIN if want_read else 0) | (
-            select.POLLOUT if self._tx and settle <= 0 else 0)
+        timeout, want_write = self._wait_events(timeout)
+        events = (select.POLLIN if want_read else 0) | (select.POLLOUT if want_write else 0)
         self._poller.modify(self.master, events)
         ready = self._poller.poll(None if timeout is None else timeout * 1000)
         if not ready:
@@ -150,8 +159,8 @@ class PtyPort(_Port):
         self._poller.modify(self.master, 0)
         ready = self._poller.poll(0)
         if not (ready and ready[0][1] & select.POLLHUP):
-            self.attached = self._had_host = True
-            self._settle_until = time.monotonic() + ATTACH_SETTLE
+            self.attached = True
+            self._attached()
             return b""
         time.sleep(ATTACH_POLL if timeout is None else min(timeout, ATTACH_POLL))
         return b""
@@ -198,15 +207,11 @@ class TcpPort(_Port):
         super().__init__(announce)
         self.listener = socket.create_server((host, port), reuse_port=False)
         self.listener.setblocking(False)
-        bound_host, bound_port = self.listener.getsockname()[:2]
-        self.address = f"socket://{host}:{bound_port}"
+        self.address = f"socket://{host}:{self.listener.getsockname()[1]}"
         self.client = None
 
-    def _out_fd(self):
+    def _host_fd(self):
         return self.client.fileno() if self.client else None
-
-    def _host_present(self) -> bool:
-        return self.client is not None
 
     def poll(self, timeout: float | None, want_read: bool) -> bytes:
         if self.client is None:
@@ -214,13 +219,11 @@ class TcpPort(_Port):
             if r:
                 self._accept()
             return b""
+        timeout, want_write = self._wait_events(timeout)
         rlist = [self.client] if want_read else []
-        wlist = [self.client] if self._tx else []
-        if not rlist and not wlist and timeout is None:
-            timeout = 0.05
+        wlist = [self.client] if want_write else []
         r, w, _ = select.select(rlist, wlist, [], timeout)
-        if w:
-            self._flush()
+        self._flush()
         if r:
             try:
                 data = self.client.recv(READ_CHUNK)
@@ -241,8 +244,7 @@ class TcpPort(_Port):
         client.setblocking(False)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client = client
-        self._had_host = True
-        self._flush()
+        self._attached()
 
     def _drop_client(self) -> None:
         if self.client is not None:
