@@ -25,6 +25,7 @@ log = logging.getLogger("ismctl.driver.printer")
 
 HANDSHAKE_TIMEOUT_S = 10.0
 HEATERS_OFF = ("M104 S0", "M140 S0")
+HEATERS_OFF_TIMEOUT_S = 2.0
 
 
 class PrinterDevice:
@@ -132,9 +133,10 @@ class PrinterDevice:
         self.cancel()
         if heaters_off and self.streamer is not None:
             for cmd in HEATERS_OFF:
-                try:
-                    self.streamer.send_immediate(cmd)
-                except StreamerClosed:
+                try:  # wait for each ok: the process may exit right after this
+                    self.streamer.query(cmd, timeout=HEATERS_OFF_TIMEOUT_S)
+                except (StreamerClosed, TimeoutError) as exc:
+                    log.error("could not switch the heaters off (%s): %s", cmd, exc)
                     return
 
     def reset(self) -> None:

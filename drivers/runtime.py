@@ -120,12 +120,13 @@ class DriverRuntime:
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, stop)
+        self._register()  # before the device thread reports anything
+        registered_at = time.monotonic()
         worker = threading.Thread(target=self._device_loop, name=f"{self.name}-device", daemon=True)
         worker.start()
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        registered_at = 0.0
         last_heard = time.monotonic()
         next_heartbeat = 0.0
         while not self.stop.is_set():
@@ -147,17 +148,14 @@ class DriverRuntime:
                     self.device.safe_hold(heaters_off=False)
                 if now - registered_at > self.heartbeat_s * 2:
                     # A new socket: the old one may queue stale messages for a dead peer.
-                    self.sock.close(0)
                     poller.unregister(self.sock)
+                    self.sock.close(0)
                     self.sock = self._connect_socket()
                     poller.register(self.sock, zmq.POLLIN)
                     self._register()
                     registered_at = now
             elif self.holding and self.current_job is None:
                 self.holding = False
-            if not registered_at:
-                self._register()
-                registered_at = now
             if now >= next_heartbeat:
                 self._send("heartbeat", {"state": self.machine.state})
                 next_heartbeat = now + self.heartbeat_s

@@ -15,3 +15,4 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=FORMAT, handlers=handlers, force=True)
+    logging.getLogger("transitions").setLevel(logging.WARNING)  # one line per state callback otherwise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -68,14 +67,6 @@ def test_demo_round_trip(demo):
     assert np.array_equal(again.layer, demo.layer)
     assert np.allclose(again.duration_s, demo.duration_s)
     assert again.meta["filament_mm"] == demo.meta["filament_mm"]
-
-
-def test_parse_speed(demo_text):
-    head = "\n".join(demo_text.split("\n")[:5000])
-    parse(head)
-    t0 = time.perf_counter()
-    parse(head)
-    assert time.perf_counter() - t0 < 0.1
 
 
 # ---------------------------------------------------------- slicer flavours

@@ -197,7 +197,7 @@ def layer(w: Writer, n: int):
 
 
 def make() -> str:
-    w = Writer()
+    Writer()
     body = Writer()
     body.e = 0.0
     # start gcode

@@ -261,7 +261,7 @@ class Supervisor:
         link = self.devices[job.record.device]
         if tell_driver and link.identity is not None:
             self.drivers.send(link.identity, self.factory.make("job_pause", {"job": job.id}))
-        if self.cell.can("pause"):
+        if cause == "operator" and self.cell.state == "busy":
             self.cell.trigger_or_refuse("pause")
         self.publish("job.state", job=job.id, state=job.state, reason=job.record.reason)
 
