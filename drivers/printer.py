@@ -12,6 +12,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from ismctl.logs import setup_logging
@@ -26,6 +27,7 @@ log = logging.getLogger("ismctl.driver.printer")
 HANDSHAKE_TIMEOUT_S = 10.0
 HEATERS_OFF = ("M104 S0", "M140 S0")
 HEATERS_OFF_TIMEOUT_S = 2.0
+TELEMETRY_PERIOD_S = 0.25
 
 
 class PrinterDevice:
@@ -39,7 +41,7 @@ class PrinterDevice:
         self.control: StreamControl | None = None
         self.runtime: DriverRuntime | None = None
         self._progress = None
-        self._resends = 0
+        self._last_telemetry = 0.0
 
     def attach(self, runtime: DriverRuntime) -> None:
         self.runtime = runtime
@@ -63,9 +65,11 @@ class PrinterDevice:
             if self._progress is not None:
                 self._progress(data["op"])
         elif kind == "telemetry":
-            runtime.report("telemetry", **data)
+            now = time.monotonic()
+            if now - self._last_telemetry >= TELEMETRY_PERIOD_S:  # a fast simulator reports 100s per second
+                self._last_telemetry = now
+                runtime.report("telemetry", **data)
         elif kind == "resend":
-            self._resends += 1
             runtime.report("event", kind="resend", line=data.get("line"), op=data.get("op"), job=runtime.current_job)
         elif kind == "warning":
             runtime.report("event", kind="warning", text=data.get("text", ""), op=data.get("op"), job=runtime.current_job)
@@ -98,7 +102,6 @@ class PrinterDevice:
                                     text=f"firmware was reset (last line {last_line}); resuming from confirmed op {start_op}")
         self.control = StreamControl()
         self._progress = report
-        self._resends = 0
         try:
             result = streamer.stream(program.commands, start_op, line_base, self.control, fresh=fresh)
         finally:

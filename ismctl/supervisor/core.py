@@ -117,6 +117,7 @@ class Supervisor:
                 if not self.clients.sock.poll(0):
                     break
         self.tick(time.monotonic())
+        self.store.flush_audit()
 
     def _drain_one(self, router: bus.Router, handler) -> None:
         received = router.recv()
@@ -180,10 +181,10 @@ class Supervisor:
 
     def _answer_client(self, identity: bytes, msg: Message, reply: Message) -> None:
         result = reply.body["result"]
-        self.counters[f"commands.{result}"] += 1
-        self.store.audit(msg.src, msg.id, msg.t, result, reply.body.get("error", ""))
-        self.client_replies.put(msg.src, msg.id, reply)
         self.clients.send(identity, reply)
+        self.counters[f"commands.{result}"] += 1
+        self.client_replies.put(msg.src, msg.id, reply)
+        self.store.audit(msg.src, msg.id, msg.t, result, reply.body.get("error", ""))
 
     def on_ping(self, identity, msg):
         return self.factory.reply(msg, Result.OK, pong=time.time())

@@ -75,8 +75,10 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._audit_rows: list[tuple] = []
 
     def close(self) -> None:
+        self.flush_audit()
         self.db.close()
 
     def add_job(self, name: str, device: str, source: str, n_ops: int, state: str, reason: str = "") -> int:
@@ -115,7 +117,18 @@ class Store:
         self.db.execute("INSERT INTO job_events (job_id, ts, kind, detail) VALUES (?,?,?,?)", (job_id, time.time(), kind, json.dumps(detail)))
 
     def audit(self, src: str, msg_id: int | None, type_: str, result: str, error: str = "") -> None:
-        self.db.execute("INSERT INTO audit (ts, src, msg_id, type, result, error) VALUES (?,?,?,?,?,?)", (time.time(), src, msg_id, type_, result, error))
+        """Queue an audit row; :meth:`flush_audit` writes the queue in one transaction.
+
+        The reply goes out first and the row follows within one loop turn, so
+        that auditing costs the operator no latency.
+        """
+        self._audit_rows.append((time.time(), src, msg_id, type_, result, error))
+
+    def flush_audit(self) -> None:
+        if self._audit_rows:
+            rows, self._audit_rows = self._audit_rows, []
+            with self.db:
+                self.db.executemany("INSERT INTO audit (ts, src, msg_id, type, result, error) VALUES (?,?,?,?,?,?)", rows)
 
     def job(self, job_id: int) -> JobRecord | None:
         row = self.db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()
