@@ -21,10 +21,13 @@ def run(firmware, port, clock, should_stop) -> None:
     """Serve until ``should_stop()`` (asked once per iteration) is true."""
     while not should_stop():
         firmware.service()
-        port.write(firmware.take_output())
         if firmware.discard_requested:
+            # Flush before the Resend goes out, as Marlin's flush_and_request_resend
+            # does (SERIAL_FLUSH, then "Resend:"): whatever the host writes once it
+            # has read the Resend is the retransmission and must be kept.
             firmware.discard_requested = False
             port.discard_input()
+        port.write(firmware.take_output())
         if firmware.link_drop_requested:
             port.drop_link()
             firmware.link_lost()
