@@ -32,7 +32,7 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
 class Cell:
     """A running `ismctl serve` with a client; restartable, so tests can kill it."""
 
-    def __init__(self, tmp_path: Path, speed="max", corrupt_rate=0.0, drop_rate=0.0, seed=7, heartbeat_s=0.2, extra_sim_args=()):
+    def __init__(self, tmp_path: Path, speed="max", corrupt_rate=0.0, drop_rate=0.0, seed=7, heartbeat_s=0.2, extra_sim_args=(), port="sim"):
         self.state_dir = tmp_path / "state"
         self.config_path = tmp_path / "cell.toml"
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -45,14 +45,19 @@ name = "test"
 heartbeat_s = {heartbeat_s}
 [devices.printer]
 class = "printer"
-port = "sim"
-[devices.printer.sim]
+port = {json.dumps(port)}
+"""
+            + (
+                f"""[devices.printer.sim]
 speed = {json.dumps(speed)}
 seed = {seed}
 corrupt_rate = {corrupt_rate}
 drop_rate = {drop_rate}
 extra_args = [{extra}]
 """
+                if port == "sim"
+                else ""
+            )
         )
         self.config = cellconfig.load(self.config_path, state_dir=self.state_dir)
         self.serve: subprocess.Popen | None = None
