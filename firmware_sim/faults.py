@@ -9,6 +9,7 @@ line gets a fresh draw, however the host's writes happen to be split or timed.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 
 HEATER_LETTERS = {"hotend": "T", "0": "T", "t": "T", "bed": "B", "b": "B"}
@@ -98,3 +99,41 @@ class LineFaults:
 
     def get_status(self) -> dict:
         return {"lines": self.lines, **self.counts}
+
+
+class ReplyNoise:
+    """Line noise on the way back: each line the firmware sends has, with
+    probability ``rate``, one bit of one of its bytes flipped (never into CR or
+    LF, and never the line end itself, so the line count survives).  Anything
+    can be hit: an ``ok``, a ``Resend:`` number, a temperature report.
+
+    The draws come from a random stream seeded with ``--seed`` (independent of
+    the received-line faults), one per output line: the same seed and the same
+    sequence of output lines give the same corruption.
+    """
+
+    def __init__(self, seed: int = 0, rate: float = 0.0):
+        self.rate = _check_rate("reply noise", rate)
+        self.enabled = rate > 0
+        self._random = random.Random(f"reply-noise:{seed}").random
+        self.lines = 0
+        self.corrupted = 0
+
+    def apply(self, lines: list[str]) -> None:
+        """Corrupt ``lines`` (latin-1 text, without line ends) in place."""
+        rnd, rate = self._random, self.rate
+        self.lines += len(lines)
+        for i, line in enumerate(lines):
+            if rnd() < rate and line:
+                pos = int(rnd() * len(line))
+                bit = int(rnd() * 8)
+                c = ord(line[pos])
+                for k in range(8):
+                    flipped = c ^ (1 << ((bit + k) % 8))
+                    if flipped not in (10, 13):
+                        break
+                lines[i] = line[:pos] + chr(flipped) + line[pos + 1:]
+                self.corrupted += 1
+
+    def get_status(self) -> dict:
+        return {"lines": self.lines, "corrupted": self.corrupted}

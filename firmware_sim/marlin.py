@@ -206,8 +206,9 @@ class MarlinFirmware:
     """The firmware: protocol state, command queue, executor and timers."""
 
     def __init__(self, clock, thermal, planner, faults=None, exec_log=None,
-                 advanced_ok=False, busy_interval=2.0):
+                 advanced_ok=False, busy_interval=2.0, reply_noise=None):
         self.clock = clock
+        self.reply_noise = reply_noise if reply_noise is not None and reply_noise.enabled else None
         self.thermal = thermal
         self.planner = planner
         self.faults = faults
@@ -260,6 +261,8 @@ class MarlinFirmware:
     def take_output(self) -> bytes:
         if not self._out:
             return b""
+        if self.reply_noise is not None:
+            self.reply_noise.apply(self._out)
         self._out.append("")
         data = "\n".join(self._out).encode("latin-1")
         self._out.clear()
@@ -517,7 +520,8 @@ class MarlinFirmware:
                 "rx_lines": len(self.rx), "executing": getattr(self.current_cmd, "text", None),
                 "counters": dict(self.counters), "thermal": self.thermal.get_status(),
                 "motion": self.planner.get_status(now),
-                "faults": self.faults.get_status() if self.faults else None}
+                "faults": self.faults.get_status() if self.faults else None,
+                "reply_noise": self.reply_noise.get_status() if self.reply_noise else None}
 
     # -- helpers for handlers ------------------------------------------------------
     def _synchronize(self):

@@ -12,7 +12,7 @@ import sys
 
 from . import loop
 from .clock import VirtualClock, parse_speed
-from .faults import LineFaults, ThermalFault
+from .faults import LineFaults, ReplyNoise, ThermalFault
 from .marlin import ExecLog, MarlinFirmware
 from .motion import MotionConfig, Planner
 from .serial_port import PtyPort, TcpPort
@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "before the checksum is verified")
     faults.add_argument("--drop-rate", type=_rate, default=0.0, metavar="P",
                         help="probability that a received line vanishes (no reply)")
+    faults.add_argument("--reply-noise", type=_rate, default=0.0, metavar="P",
+                        help="probability that a line the firmware sends has one bit of "
+                             "one byte flipped on the way to the host (an ok, a Resend: "
+                             "number, a temperature report...)")
     faults.add_argument("--disconnect-after", type=int, metavar="N",
                         help="pull the cable once, right after the Nth received line")
     faults.add_argument("--disconnect-rate", type=_rate, default=0.0, metavar="P",
@@ -165,7 +169,8 @@ def main(argv=None) -> int:
         port = PtyPort(_announce, args.link)
     _announce(port.address)
     firmware = MarlinFirmware(clock, thermal, Planner(motion_config), faults, exec_log,
-                              advanced_ok=args.advanced_ok, busy_interval=args.busy_interval)
+                              advanced_ok=args.advanced_ok, busy_interval=args.busy_interval,
+                              reply_noise=ReplyNoise(args.seed, args.reply_noise))
     signals = []   # handlers only record; the loop acts between two iterations
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, lambda signum, frame: signals.append(signum))

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from sim_helpers import Sim, checksum, framed
+from firmware_sim.marlin import BANNER
+from sim_helpers import REPO, Sim, checksum, framed
 
 TEMP_LINE = re.compile(r"^T:\d+\.\d /\d+\.\d B:\d+\.\d /\d+\.\d T0:\d+\.\d /\d+\.\d @:\d+ B@:\d+$")
 
@@ -398,3 +399,52 @@ def test_printcore_prints_a_file_to_the_end(tmp_path):
             host.disconnect()
     executed = [line for line in log.read_text().splitlines() if not line.startswith(("M105", "M110"))]
     assert executed == [line.split(";")[0].strip() for line in body]
+
+
+# -- reply noise (firmware -> host) ------------------------------------------------------
+
+def _noisy_replies(n: int) -> list[str]:
+    with Sim("--speed", "max", "--seed", "5", "--reply-noise", "0.2") as s:
+        for _ in BANNER:                 # noise keeps the line count, not the text
+            s.readline()
+        replies = []
+        for _ in range(n):               # one reply line per bare G90, noisy or not
+            s.write_line("G90")
+            replies.append(s.readline())
+        return replies
+
+
+def test_reply_noise_flips_one_bit_per_hit_line_deterministically():
+    replies = _noisy_replies(60)
+    hit = [line for line in replies if line != "ok"]
+    assert 3 <= len(hit) <= 30, replies
+    for line in hit:                     # exactly one bit of one byte differs
+        raw = line.encode("latin-1")
+        assert len(raw) == 2 and sum(bin(a ^ b).count("1") for a, b in zip(raw, b"ok")) == 1
+    assert _noisy_replies(60) == replies
+
+
+def test_streamer_survives_reply_noise_and_line_noise(tmp_path):
+    """The demo part through MarlinStreamer with noise both ways: exact exec log."""
+    from drivers.marlin import MarlinStreamer, is_host_command
+    from drivers.transport import open_port
+    from ismctl.execlog import compare_exec_log
+    from ismctl.gcode import parse
+
+    program = parse((REPO / "ismctl" / "data" / "demo-bracket.gcode").read_text(), "demo")
+    log = tmp_path / "exec.log"
+    events = []
+    with Sim("--speed", "max", "--seed", "11", "--reply-noise", "0.002", "--corrupt-rate",
+             "0.002", "--exec-log", str(log), connect=False) as s:
+        # A garbled "ok" is invisible to the streamer: the line it answered stays in
+        # the window until a probe after ok_timeout clears it.  At --speed max nothing
+        # legitimately keeps the firmware silent for 2 s, so don't wait the default 10.
+        streamer = MarlinStreamer(open_port(s.address), ok_timeout=2.0,
+                                  on_event=lambda kind, data: events.append((kind, data)))
+        try:
+            streamer.handshake(10)
+            result = streamer.stream(program.commands, 0, 1)
+        finally:
+            streamer.close()
+    assert result.status == "completed", (result, [e for e in events if e[0] != "progress"][-20:])
+    assert compare_exec_log(program.commands, log.read_text().splitlines(), is_host_command) == ""
