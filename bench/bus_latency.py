@@ -13,9 +13,7 @@ Goals (issue 2): p99 round trip < 1 ms, p99 e-stop < 20 ms.
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,11 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from ismctl import config as cellconfig  # noqa: E402
-from ismctl.client import CellClient  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import serving, wait_idle  # noqa: E402
 
 
 def free_port() -> int:
@@ -36,31 +31,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, printers: int) -> Path:
+def cell_config(printers: int) -> str:
     ports = [free_port() for _ in range(3)]
     devices = "".join(
         f'\n[devices.p{i}]\nclass = "printer"\nport = "sim"\n[devices.p{i}.sim]\nspeed = "max"\nseed = {i}\n' for i in range(printers)
     )
-    path.write_text(
+    return (
         f'[cell]\nname = "bench"\n[bus]\nclients = "tcp://127.0.0.1:{ports[0]}"\n'
         f'drivers = "tcp://127.0.0.1:{ports[1]}"\nevents = "tcp://127.0.0.1:{ports[2]}"\nheartbeat_s = 0.5\n{devices}'
     )
-    return path
 
 
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
     ms = np.array(samples_s) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
-
-
-def wait_idle(client: CellClient, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        devices = client.call("status")["devices"]
-        if all(d["state"] == "idle" for d in devices.values()):
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"devices not idle: {devices}")
 
 
 def main() -> None:
@@ -69,17 +53,7 @@ def main() -> None:
     ap.add_argument("--estops", type=int, default=20)
     ap.add_argument("--printers", type=int, default=3)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ismctl-bench-"))
-    cfg_path = write_config(tmp / "cell.toml", args.printers)
-    config = cellconfig.load(cfg_path, state_dir=tmp / "state")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "ismctl", "serve", "--config", str(cfg_path), "--state-dir", str(config.state_dir)],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.err", "wb"), cwd=REPO,
-    )  # fmt: skip
-    client = CellClient(config, timeout_s=10)
-    try:
-        client.wait_until_up(30)
-        wait_idle(client)
+    with serving(cell_config(args.printers), Path(tempfile.mkdtemp(prefix="ismctl-bench-"))) as (_config, client):
         for _ in range(200):  # warm up
             client.call("ping")
         rtt = []
@@ -106,10 +80,6 @@ def main() -> None:
         print(f"{'command round trip (ping, tcp loopback)':<44} {rtt50:8.3f} {rtt99:8.3f} {'< 1 ms':>9} {rtt99 / 1.0:9.2f}")
         print(f"{f'e-stop to {args.printers} simulators halted':<44} {es50:8.2f} {es99:8.2f} {'< 20 ms':>9} {es99 / 20.0:9.2f}")
         print(f"({args.pings} pings, {args.estops} e-stops; ratio < 1 meets the goal)")
-    finally:
-        client.close()
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from drivers.marlin import is_host_command  # noqa: E402
-from ismctl import config as cellconfig  # noqa: E402
-from ismctl.client import CellClient  # noqa: E402
 from ismctl.execlog import compare_exec_log  # noqa: E402
 from ismctl.gcode import parse  # noqa: E402
+from serving import serving  # noqa: E402
 
 DEMO_PART = REPO / "ismctl" / "data" / "demo-bracket.gcode"
 
@@ -44,21 +44,8 @@ def tiny_segments(n: int) -> str:
 
 
 def run_ours(text: str, tmp: Path) -> tuple[float, str]:
-    cfg_path = tmp / "cell.toml"
-    cfg_path.write_text('[cell]\nname = "bench"\n[devices.printer]\nclass = "printer"\nport = "sim"\n[devices.printer.sim]\nspeed = "max"\n')
-    config = cellconfig.load(cfg_path, state_dir=tmp / "state")
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "ismctl", "serve", "--config", str(cfg_path), "--state-dir", str(config.state_dir)],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.err", "wb"), cwd=REPO,
-    )  # fmt: skip
-    client = CellClient(config, timeout_s=30)
-    try:
-        client.wait_until_up(30)
-        deadline = time.monotonic() + 30
-        while client.call("status")["devices"]["printer"]["state"] != "idle":
-            if time.monotonic() > deadline:
-                raise SystemExit("printer never became idle; see " + str(tmp / "serve.err"))
-            time.sleep(0.05)
+    config_text = '[cell]\nname = "bench"\n[devices.printer]\nclass = "printer"\nport = "sim"\n[devices.printer.sim]\nspeed = "max"\n'
+    with serving(config_text, tmp, client_timeout_s=30) as (config, client):
         events = client.events(("job.state",))
         time.sleep(0.2)
         job = client.call("submit", name="bench", gcode=text)["job"]
@@ -79,10 +66,6 @@ def run_ours(text: str, tmp: Path) -> tuple[float, str]:
                 break
         mismatch = compare_exec_log(parse(text).commands, (config.state_dir / "printer.exec.log").read_text().splitlines(), is_host_command)
         return elapsed, mismatch
-    finally:
-        client.close()
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=30)
 
 
 def run_printcore(text: str, tmp: Path) -> tuple[float, str]:

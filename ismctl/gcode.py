@@ -261,6 +261,17 @@ _NEEDS_VALUE_M = frozenset(c for (l, c) in _NEEDS_VALUE if l == "M")
 _BARE_RE = re.compile(r"[A-Za-z](?![ \t]*[-+.0-9])", re.ASCII)
 
 
+def _reject(s: str, ln: int, raw: str, errors: list | None) -> bool:
+    """Diagnose a suspicious command: raise, or collect into ``errors`` and return True; False if it is fine."""
+    reason = _diagnose(s)
+    if reason is None:
+        return False
+    if errors is None:
+        raise GcodeError(ln, raw.strip(), reason)
+    errors.append(GcodeError(ln, raw.strip(), reason))
+    return True
+
+
 def _parse(text: str, name: str, device_class: str, errors: list | None) -> Program | None:
     commands: list[str] = []
     src = array("i")
@@ -312,11 +323,7 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
             continue
         m = fast(s)
         if m is None or len(s) > limit:
-            reason = _diagnose(s)
-            if reason is not None:
-                if errors is None:
-                    raise GcodeError(ln, raw.strip(), reason)
-                errors.append(GcodeError(ln, raw.strip(), reason))
+            if _reject(s, ln, raw, errors):
                 continue
             head = _HEAD_RE.match(s)
             letter = head.group(1).upper()
@@ -327,11 +334,7 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
             letter = m.group(1).upper()
             code = int(m.group(2))
             if letter == _M and (code == 110 or code in _NEEDS_VALUE_M) or letter == _G and code <= 4 and _BARE_RE.search(s, m.end(2)):
-                reason = _diagnose(s)
-                if reason is not None:
-                    if errors is None:
-                        raise GcodeError(ln, raw.strip(), reason)
-                    errors.append(GcodeError(ln, raw.strip(), reason))
+                if _reject(s, ln, raw, errors):
                     continue
         op = len(commands)
         commands.append(s)

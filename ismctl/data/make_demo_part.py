@@ -114,37 +114,26 @@ class Writer:
 
 def infill_segments(x0, y0, x1, y1, spacing, horizontal, hole=None):
     """Rectilinear infill lines inside a rectangle, split around a circular hole."""
-    segs = []
+    # Work in (across, along) coordinates: lines run along one axis, step across the other.
     if horizontal:
-        n = int((y1 - y0) / spacing)
-        for k in range(n + 1):
-            y = y0 + k * spacing
-            if y > y1:
-                break
-            parts = [(x0, x1)]
-            if hole:
-                hx, hy, hr = hole
-                if abs(y - hy) < hr:
-                    dx = math.sqrt(hr * hr - (y - hy) ** 2)
-                    parts = [(x0, hx - dx), (hx + dx, x1)]
-            for a, b in parts:
-                if b - a > LINE_W:
-                    segs.append(((a, y), (b, y)))
+        a0, a1, b0, b1, flip = x0, x1, y0, y1, False
     else:
-        n = int((x1 - x0) / spacing)
-        for k in range(n + 1):
-            x = x0 + k * spacing
-            if x > x1:
-                break
-            parts = [(y0, y1)]
-            if hole:
-                hx, hy, hr = hole
-                if abs(x - hx) < hr:
-                    dy = math.sqrt(hr * hr - (x - hx) ** 2)
-                    parts = [(y0, hy - dy), (hy + dy, y1)]
-            for a, b in parts:
-                if b - a > LINE_W:
-                    segs.append(((x, a), (x, b)))
+        a0, a1, b0, b1, flip = y0, y1, x0, x1, True
+    segs = []
+    n = int((b1 - b0) / spacing)
+    for k in range(n + 1):
+        b = b0 + k * spacing
+        if b > b1:
+            break
+        parts = [(a0, a1)]
+        if hole:
+            ha, hb, hr = (hole[1], hole[0], hole[2]) if flip else hole
+            if abs(b - hb) < hr:
+                d = math.sqrt(hr * hr - (b - hb) ** 2)
+                parts = [(a0, ha - d), (ha + d, a1)]
+        for a, c in parts:
+            if c - a > LINE_W:
+                segs.append(((b, a), (b, c)) if flip else ((a, b), (c, b)))
     # boustrophedon order
     out = []
     for i, (p, q) in enumerate(segs):
