@@ -473,11 +473,10 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
                     else:
                         prev, t_chamber = t_chamber, target
                         rate = 0.5
-                    if True:
-                        if cooling and target < prev:
-                            d = 30.0
-                        else:
-                            d = max(5.0, (target - max(prev, _AMBIENT_C)) / rate)
+                    if cooling and target < prev:
+                        d = 30.0
+                    else:
+                        d = max(5.0, (target - max(prev, _AMBIENT_C)) / rate)
         dur_fixed.append(d)
         z_layer.append(zl)
 
@@ -487,10 +486,13 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
     n = len(commands)
     duration = np.frombuffer(dur_fixed, dtype=np.float64).copy() if n else np.zeros(0)
     bbox = None
+    position = np.full((n, 3), np.nan)
     if len(mv):
         M = np.frombuffer(mv, dtype=np.float64).reshape(-1, 11)
         ops = M[:, 0].astype(np.int64)
         duration[ops] = _move_times(M)
+        position[ops] = M[:, 7:10]
+        position = _forward_fill(position)
         ext = M[:, 4] > 0
         if ext.any():
             ends = M[ext][:, 7:10]
@@ -516,8 +518,19 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
         source_line=np.frombuffer(src, dtype=np.int32).copy() if n else np.zeros(0, np.int32),
         layer=layer,
         duration_s=duration,
+        position=position,
         meta=meta,
     )
+
+
+def _forward_fill(rows: np.ndarray) -> np.ndarray:
+    """Each row that is NaN takes the last row before it that is not (the position holds between moves)."""
+    known = ~np.isnan(rows[:, 0])
+    index = np.where(known, np.arange(len(rows)), -1)
+    np.maximum.accumulate(index, out=index)
+    out = rows[np.maximum(index, 0)]
+    out[index < 0] = np.nan
+    return out
 
 
 def _arc_length(x0, y0, x1, y1, i, j, r, clockwise, dz) -> float:

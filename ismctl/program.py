@@ -16,6 +16,7 @@ import numpy as np
 SOURCE_LINE_DTYPE = np.dtype("<i4")
 LAYER_DTYPE = np.dtype("<i4")
 DURATION_DTYPE = np.dtype("<f8")
+POSITION_DTYPE = np.dtype("<f8")
 
 
 class ProgramError(ValueError):
@@ -30,6 +31,7 @@ class Program:
     source_line: np.ndarray  # int32: 1-based line in the source file, per op
     layer: np.ndarray  # int32: layer index per op, -1 before the first layer
     duration_s: np.ndarray  # float64: estimated execution time per op
+    position: np.ndarray | None = None  # float64 (n, 3): commanded X Y Z after each op; NaN until known
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -43,6 +45,13 @@ class Program:
             if arr.shape != (n,):
                 raise ProgramError(f"{attr} has shape {arr.shape}, expected ({n},) to match the commands")
             object.__setattr__(self, attr, arr)
+        if self.position is None:
+            position = np.full((n, 3), np.nan, dtype=POSITION_DTYPE)
+        else:
+            position = np.ascontiguousarray(self.position, dtype=POSITION_DTYPE)
+        if position.shape != (n, 3):
+            raise ProgramError(f"position has shape {position.shape}, expected ({n}, 3)")
+        object.__setattr__(self, "position", position)
         for i, cmd in enumerate(self.commands):
             if not cmd or "\n" in cmd or "\r" in cmd:
                 raise ProgramError(f"op {i}: command must be one non-empty line, got {cmd!r}")
@@ -71,13 +80,13 @@ class Program:
             "n": len(self),
             "meta": dict(self.meta),
         }
-        return body, [blob, self.source_line, self.layer, self.duration_s]
+        return body, [blob, self.source_line, self.layer, self.duration_s, self.position]
 
     @classmethod
     def from_wire(cls, body: dict, arrays: list[np.ndarray]) -> "Program":
-        if len(arrays) != 4:
-            raise ProgramError(f"a program needs 4 arrays (text, source_line, layer, duration_s), got {len(arrays)}")
-        blob, source_line, layer, duration_s = arrays
+        if len(arrays) != 5:
+            raise ProgramError(f"a program needs 5 arrays (text, source_line, layer, duration_s, position), got {len(arrays)}")
+        blob, source_line, layer, duration_s, position = arrays
         if blob.dtype != np.uint8:
             raise ProgramError(f"program text must be uint8, got {blob.dtype}")
         try:
@@ -92,6 +101,7 @@ class Program:
             ("source_line", source_line, SOURCE_LINE_DTYPE),
             ("layer", layer, LAYER_DTYPE),
             ("duration_s", duration_s, DURATION_DTYPE),
+            ("position", position, POSITION_DTYPE),
         ):
             if arr.dtype != dtype:
                 raise ProgramError(f"{name} must be {dtype}, got {arr.dtype}")
@@ -105,5 +115,6 @@ class Program:
             source_line=source_line,
             layer=layer,
             duration_s=duration_s,
+            position=position,
             meta=meta,
         )

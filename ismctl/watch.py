@@ -31,6 +31,8 @@ def progress_line(job: int, progress: dict, telemetry: dict) -> str:
         parts.append(f"layer {max(progress.get('layer', -1), 0) + 1}/{progress['layers']}")
     if "time_left_s" in progress:
         parts.append(f"left {_fmt_left(progress['time_left_s'])}")
+    if "pos" in progress:
+        parts.append("XYZ {:.1f},{:.1f},{:.2f}".format(*progress["pos"]))
     if "hotend" in telemetry:
         parts.append("hotend {:.0f}/{:.0f}°C bed {:.0f}/{:.0f}°C".format(*telemetry["hotend"], *telemetry.get("bed", (0, 0))))
     return "  ".join(parts)

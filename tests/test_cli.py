@@ -46,7 +46,7 @@ def test_pause_resume_cancel_and_watch(make_cell, tmp_path):
     assert cancel.returncode == 0
     shown, _ = watch.communicate(timeout=30)
     assert watch.returncode == 1  # the watched job did not complete
-    assert "job 1 [" in shown and "layer" in shown and "job 1 cancelled" in shown
+    assert "job 1 [" in shown and "layer" in shown and "XYZ" in shown and "job 1 cancelled" in shown
     assert ismctl(cell, "cancel", "1").returncode == 1  # already ended: refused, with a reason
     job = ismctl(cell, "job", "1")
     assert "cancelled" in job.stdout and "paused" in job.stdout

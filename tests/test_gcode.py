@@ -394,3 +394,12 @@ def test_fast_path_never_accepts_what_the_full_rule_refuses(s):
     errs = validate(s)
     reason = gcode.check_command(s)
     assert (reason is None) == (errs == []), (s, reason, errs)
+
+
+def test_position_holds_between_moves_and_follows_relative_mode():
+    prog = parse("M104 S0\nG90\nG1 X10 Y5 Z0.2 F3000\nM106\nG91\nG1 X1 Y-1\nG4 P1\n")
+    assert np.isnan(prog.position[:2]).all()
+    assert prog.position[2].tolist() == [10.0, 5.0, 0.2]
+    assert prog.position[3].tolist() == [10.0, 5.0, 0.2]  # M106 does not move
+    assert prog.position[5].tolist() == [11.0, 4.0, 0.2]
+    assert prog.position[6].tolist() == [11.0, 4.0, 0.2]

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import zmq
 
 from .. import bus, gcode, wire
@@ -444,6 +445,8 @@ class Supervisor:
             "layer": int(program.layer[op]) if 0 <= op < n else -1,
             "time_left_s": round(program.time_left_s(op + 1), 1),
         }
+        if 0 <= op < n and not np.isnan(program.position[op, 0]):
+            job.progress["pos"] = [round(float(v), 3) for v in program.position[op]]
         self.publish("job.progress", job=job.id, op=op, n_ops=n, layers=program.layer_count, **job.progress)
 
     def on_telemetry(self, identity, link, msg):
