@@ -18,6 +18,7 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import zmq
@@ -38,6 +39,19 @@ class JobOutcome(Exception):
     def __init__(self, state: str, reason: str, last_op: int):
         super().__init__(reason)
         self.state, self.reason, self.last_op = state, reason, last_op
+
+
+@dataclass
+class IncomingJob:
+    """A job whose program is still arriving, one chunk message at a time."""
+
+    job: int
+    n_ops: int
+    start_op: int
+    line_base: int
+    resume: bool
+    received: int = 0
+    parts: list = field(default_factory=list)
 
 
 class Device(Protocol):
@@ -76,6 +90,7 @@ class DriverRuntime:
         os.set_blocking(self._wake_w, False)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.current_job: int | None = None
+        self.incoming: IncomingJob | None = None  # a program arriving in chunks
         self.stop = threading.Event()
         self.connected = threading.Event()
         self.reset_requested = threading.Event()
@@ -216,13 +231,13 @@ class DriverRuntime:
         if t == "job_start":
             if self.current_job is not None and self.current_job != body["job"]:
                 return Result.BUSY, f"already running job {self.current_job}"
-            try:
-                program = Program.from_wire(body["program"], msg.arrays)
-            except ProgramError as exc:
-                return Result.VALIDATION_ERROR, f"bad program: {exc}"
             self.current_job = body["job"]
-            self.jobs.put((body["job"], program, body["start_op"], body["line_base"], bool(body.get("resume"))))
-            return Result.OK, ""
+            self.incoming = IncomingJob(body["job"], body["n_ops"], body["start_op"], body["line_base"], bool(body.get("resume")))
+            return self._take_chunk(0, body["program"], msg.arrays)
+        if t == "job_chunk":
+            if self.incoming is None or body["job"] != self.incoming.job:
+                return Result.VALIDATION_ERROR, f"no job {body['job']} is being received"
+            return self._take_chunk(body["offset"], body["program"], msg.arrays)
         if body.get("job") not in (None, self.current_job):
             return Result.VALIDATION_ERROR, f"job {body.get('job')} is not running here"
         actions = {
@@ -234,6 +249,24 @@ class DriverRuntime:
         if t not in actions:
             return Result.INVALID, f"{t!r} is not a driver command"
         actions[t]()
+        return Result.OK, ""
+
+    def _take_chunk(self, offset: int, program_body: dict, arrays) -> tuple[Result, str]:
+        incoming = self.incoming
+        try:
+            chunk = Program.from_wire(program_body, arrays)
+        except ProgramError as exc:
+            self.incoming, self.current_job = None, None
+            return Result.VALIDATION_ERROR, f"bad program chunk at op {offset}: {exc}"
+        if offset != incoming.received:
+            self.incoming, self.current_job = None, None
+            return Result.VALIDATION_ERROR, f"program chunk at op {offset}, expected op {incoming.received}"
+        incoming.parts.append(chunk)
+        incoming.received += len(chunk)
+        if incoming.received >= incoming.n_ops:
+            self.incoming = None
+            program = Program.concat(incoming.parts) if len(incoming.parts) > 1 else incoming.parts[0]
+            self.jobs.put((incoming.job, program, incoming.start_op, incoming.line_base, incoming.resume))
         return Result.OK, ""
 
     # -------------------------------------------------------- device thread

@@ -71,6 +71,26 @@ class Program:
         """Estimated time for ops ``next_op`` onwards."""
         return float(self.duration_s[max(0, next_op):].sum())
 
+    def slice(self, start: int, stop: int) -> "Program":
+        """Ops ``start:stop`` as a Program of their own (for sending a long program in chunks)."""
+        return Program(self.device_class, self.name, self.commands[start:stop], self.source_line[start:stop],
+                       self.layer[start:stop], self.duration_s[start:stop], self.position[start:stop], self.meta)
+
+    @classmethod
+    def concat(cls, parts: list["Program"]) -> "Program":
+        """The inverse of slicing: parts in op order, metadata from the first."""
+        first = parts[0]
+        return cls(
+            first.device_class,
+            first.name,
+            tuple(c for part in parts for c in part.commands),
+            np.concatenate([p.source_line for p in parts]),
+            np.concatenate([p.layer for p in parts]),
+            np.concatenate([p.duration_s for p in parts]),
+            np.concatenate([p.position for p in parts]),
+            first.meta,
+        )
+
     def to_wire(self) -> tuple[dict, list[np.ndarray]]:
         """Header body plus raw arrays; the command text travels as one utf-8 blob."""
         blob = np.frombuffer("\n".join(self.commands).encode("utf-8"), dtype=np.uint8)

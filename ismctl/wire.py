@@ -59,7 +59,8 @@ MESSAGE_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "job_end": {"job": int, "state": str},
     "event": {"kind": str},
     # supervisor -> drivers
-    "job_start": {"job": int, "start_op": int, "line_base": int, "program": dict},
+    "job_start": {"job": int, "start_op": int, "line_base": int, "n_ops": int, "program": dict},
+    "job_chunk": {"job": int, "offset": int, "program": dict},
     "job_pause": {"job": int},
     "job_resume": {"job": int},
     "job_cancel": {"job": int},

@@ -79,7 +79,7 @@ def test_driver_survives_garbage_and_still_prints(tmp_path):
         assert len(invalid) >= 150 and driver.poll() is None
         program = parse("G28\nM104 S0\nG1 X10 Y10 F3000\nG1 X20 Y10\nG4 P10\n")
         body, arrays = program.to_wire()
-        start = fake.send("job_start", {"job": 1, "start_op": 0, "line_base": 1001, "resume": False, "program": body}, arrays)
+        start = fake.send("job_start", {"job": 1, "start_op": 0, "line_base": 1001, "resume": False, "n_ops": len(program), "program": body}, arrays)
         ack = fake.recv(want=lambda m: m.t == "reply" and m.re == start.id)
         assert ack.body["result"] == "ok"
         end = fake.recv(want=lambda m: m.t == "job_end")

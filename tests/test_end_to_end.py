@@ -114,3 +114,17 @@ def test_clean_shutdown_pauses_jobs_heaters_off_and_stops_children(make_cell):
     assert "M104 S0" in tail and "M140 S0" in tail
     cell.start()
     assert cell.job(job)["state"] == "interrupted"
+
+
+def test_program_longer_than_one_message_chunk_prints_exactly(make_cell):
+    from ismctl.supervisor.core import CHUNK_OPS
+
+    lines = ["G21", "G90", "M83"] + [f"G1 X{10 + i % 100 * 0.1:.1f} Y{10 + i // 100 % 100 * 0.1:.1f} E0.01 F6000" for i in range(CHUNK_OPS + 20_000)]
+    text = "\n".join(lines) + "\n"
+    cell = make_cell(speed="max").start()
+    cell.wait_idle()
+    job = cell.call("submit", name="long", gcode=text)["job"]
+    done = cell.wait_job(job, ("completed", "failed", "cancelled"), timeout_s=300)
+    assert done["state"] == "completed", cell.log_tail()
+    mismatch = compare_exec_log(parse(text).commands, cell.exec_log.read_text().splitlines(), is_host_command)
+    assert mismatch == "", mismatch

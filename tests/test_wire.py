@@ -28,7 +28,7 @@ def test_round_trip_with_arrays():
 def test_program_travels_as_raw_frames():
     prog = Program("printer", "p", ("G28", "G1 X1 Y2 E0.5", "M117 hello world"), [1, 3, 4], [-1, 0, 0], [1.0, 0.5, 0.0])
     body, arrays = prog.to_wire()
-    msg = MessageFactory("s").make("job_start", {"job": 1, "start_op": 0, "line_base": 1, "program": body}, arrays)
+    msg = MessageFactory("s").make("job_start", {"job": 1, "start_op": 0, "line_base": 1, "n_ops": 3, "program": body}, arrays)
     out = wire.decode([bytes(f) for f in wire.encode(msg)])
     back = Program.from_wire(out.body["program"], out.arrays)
     assert back.commands == prog.commands
@@ -85,3 +85,11 @@ def test_reply_carries_result_and_correlation():
     req = Message(t="ping", id=5, src="c")
     rep = f.reply(req, wire.Result.BUSY, "later")
     assert (rep.re, rep.result, rep.body["error"]) == (5, "busy", "later")
+
+
+def test_program_slices_concatenate_back():
+    prog = Program("printer", "p", tuple(f"G1 X{i}" for i in range(10)), range(1, 11), [0] * 10, [0.1] * 10, [[i, 0, 0] for i in range(10)])
+    parts = [prog.slice(a, a + 3) for a in range(0, 10, 3)]
+    back = Program.concat(parts)
+    assert back.commands == prog.commands and np.array_equal(back.position, prog.position)
+    assert [len(p) for p in parts] == [3, 3, 3, 1]

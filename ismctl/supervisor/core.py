@@ -26,6 +26,7 @@ log = logging.getLogger("ismctl.supervisor")
 
 # Pauses the cell itself caused; the job resumes on its own once the device is back.
 AUTO_RESUME_CAUSES = frozenset({"driver-lost", "link-lost"})
+CHUNK_OPS = 100_000  # ops per job_start / job_chunk message: about 4 MB for G-code
 SAFE_DEVICE_STATES = frozenset({"disconnected", "connecting", "idle", "paused"})
 
 
@@ -510,13 +511,17 @@ class Supervisor:
         program = self.book.program(job)
         resuming = bool(job.record.line_base)
         line_base = self.book.assign_line_base(job)
-        body, arrays = program.to_wire()
         start_op = job.record.confirmed_op + 1
         self.book.transition(job, "start", "resumed" if resuming else "")
-        self.drivers.send(
-            link.identity,
-            self.factory.make("job_start", {"job": job.id, "start_op": start_op, "line_base": line_base, "resume": resuming, "program": body}, arrays),
-        )
+        # A long program goes in chunks, so that no message nears the size limit.
+        for offset in range(0, max(len(program), 1), CHUNK_OPS):
+            body, arrays = program.slice(offset, offset + CHUNK_OPS).to_wire()
+            if offset == 0:
+                head = {"job": job.id, "start_op": start_op, "line_base": line_base, "resume": resuming, "n_ops": len(program), "program": body}
+                msg = self.factory.make("job_start", head, arrays)
+            else:
+                msg = self.factory.make("job_chunk", {"job": job.id, "offset": offset, "program": body}, arrays)
+            self.drivers.send(link.identity, msg)
         link.machine.force("running")
         if self.cell.state == "ready":
             self.cell.trigger_or_refuse("job_started")
