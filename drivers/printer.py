@@ -82,7 +82,7 @@ class PrinterDevice:
         elif kind == "reset":
             runtime.report("event", kind="firmware_reset", job=runtime.current_job)
 
-    def run_job(self, program: Program, start_op: int, line_base: int, resume: bool, report) -> int:
+    def run_job(self, program: Program, start_op: int, line_base: int, resume: str, report) -> int:
         streamer = self.streamer
         if streamer is None:
             raise ConnectionError("not connected")
@@ -95,9 +95,13 @@ class PrinterDevice:
             if line_base - 1 <= last_line < line_base + len(program):
                 start_op, fresh = last_line + 1 - line_base, False
                 log.info("resuming at op %d: the firmware accepted line %d last", start_op, last_line)
+            elif resume == "auto":
+                # Reset firmware has lost temperatures, position and its queue: a person decides.
+                raise JobOutcome("interrupted", f"the firmware was reset while the job was away (it is at line {last_line}); "
+                                 f"check the part, then `ismctl resume` (from op {start_op}) or `ismctl cancel`", start_op - 1)
             else:
                 log.warning("firmware is at line %d, not in this job's lines (it was reset): resuming from the "
-                            "supervisor's last confirmed op, %d", last_line, start_op)
+                            "supervisor's last confirmed op, %d, as the operator asked", last_line, start_op)
                 self.runtime.report("event", kind="warning", job=self.runtime.current_job,
                                     text=f"firmware was reset (last line {last_line}); resuming from confirmed op {start_op}")
         self.control = StreamControl()

@@ -34,7 +34,7 @@ log = logging.getLogger("ismctl.driver")
 
 
 class JobOutcome(Exception):
-    """Raised by a device when a job cannot go on; ``state`` is failed or cancelled."""
+    """Raised by a device when a job cannot go on; ``state`` is failed, cancelled or interrupted."""
 
     def __init__(self, state: str, reason: str, last_op: int):
         super().__init__(reason)
@@ -49,7 +49,7 @@ class IncomingJob:
     n_ops: int
     start_op: int
     line_base: int
-    resume: bool
+    resume: str  # "" for a fresh start, else who resumes it: "auto" (the cell) or "operator"
     received: int = 0
     parts: list = field(default_factory=list)
 
@@ -62,8 +62,11 @@ class Device(Protocol):
     def connect(self) -> dict:
         """Open the port and greet the firmware; raise PortUnavailable or ConnectionError."""
 
-    def run_job(self, program: Program, start_op: int, line_base: int, resume: bool, report) -> int:
-        """Stream the program from start_op (exactly: resume finds the firmware's place); return the last op. Blocks."""
+    def run_job(self, program: Program, start_op: int, line_base: int, resume: str, report) -> int:
+        """Stream the program from start_op (exactly: resume finds the firmware's place); return the last op. Blocks.
+
+        ``resume`` is "" for a fresh start, "auto" when the cell resumes on its own
+        (which must stop if the device lost its state), "operator" when a person asked."""
 
     def pause(self) -> None: ...
     def resume(self) -> None: ...
@@ -232,7 +235,8 @@ class DriverRuntime:
             if self.current_job is not None and self.current_job != body["job"]:
                 return Result.BUSY, f"already running job {self.current_job}"
             self.current_job = body["job"]
-            self.incoming = IncomingJob(body["job"], body["n_ops"], body["start_op"], body["line_base"], bool(body.get("resume")))
+            resume = "auto" if body.get("auto") else "operator" if body.get("resume") else ""
+            self.incoming = IncomingJob(body["job"], body["n_ops"], body["start_op"], body["line_base"], resume)
             return self._take_chunk(0, body["program"], msg.arrays)
         if t == "job_chunk":
             if self.incoming is None or body["job"] != self.incoming.job:
@@ -302,7 +306,7 @@ class DriverRuntime:
         self.connected.clear()
         self.set_state("reset")
 
-    def _run_job(self, job_id: int, program: Program, start_op: int, line_base: int, resume: bool) -> None:
+    def _run_job(self, job_id: int, program: Program, start_op: int, line_base: int, resume: str) -> None:
         self.set_state("run")
         state, reason, last_op = "completed", "", start_op - 1
         try:

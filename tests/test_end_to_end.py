@@ -128,3 +128,31 @@ def test_program_longer_than_one_message_chunk_prints_exactly(make_cell):
     assert done["state"] == "completed", cell.log_tail()
     mismatch = compare_exec_log(parse(text).commands, cell.exec_log.read_text().splitlines(), is_host_command)
     assert mismatch == "", mismatch
+
+
+def test_firmware_reset_mid_job_interrupts_for_an_operator_then_resumes_exactly(make_cell):
+    """A power-cycled printer has lost its heaters, position and queue: the cell must not carry on by itself."""
+    import json
+
+    cell = make_cell(speed=60, seed=9).start()
+    job = submit_demo(cell)
+    wait_for(lambda: cell.job(job)["confirmed_op"] > 2500, 60, "the job to pass op 2500")
+    sim_pid = json.loads((cell.state_dir / "sim-printer.pid.json").read_text())["pid"]
+    os.kill(sim_pid, signal.SIGKILL)
+    interrupted = cell.wait_job(job, ("interrupted", "completed", "failed"), timeout_s=60)
+    assert interrupted["state"] == "interrupted", cell.log_tail()
+    assert "firmware was reset" in interrupted["reason"]
+    cell.wait_idle()
+    cell.call("resume", job=job)
+    done = cell.wait_job(job, ("completed", "failed", "cancelled", "interrupted"))
+    assert done["state"] == "completed", cell.log_tail()
+    # Nothing is lost.  A command the dead firmware executed but never acknowledged
+    # cannot be known to the host, so up to one window of ops may run twice, no more.
+    # (Program lines that look like host commands, Cura's M105, are set aside on both sides.)
+    executed = [line for line in cell.exec_log.read_text().splitlines() if not is_host_command(line)]
+    program = [c for c in PROGRAM if not is_host_command(c)]
+    resumed_at = sum(1 for c in PROGRAM[: interrupted["confirmed_op"] + 1] if not is_host_command(c))
+    repeated = len(executed) - len(program)
+    assert 0 <= repeated <= 4
+    assert executed[: resumed_at + repeated] == program[: resumed_at + repeated]
+    assert executed[resumed_at + repeated :] == program[resumed_at:]

@@ -284,6 +284,7 @@ class Supervisor:
             elif job.state in ("paused", "interrupted"):
                 # The driver no longer holds this job: send it again from the last confirmed op.
                 self.book.transition(job, "requeue", "resumed by operator", paused_by="")
+                job.auto_resume = False
             else:
                 return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id} is {job.state}, not paused or interrupted")
             self.publish("job.state", job=job.id, state=job.state)
@@ -459,7 +460,7 @@ class Supervisor:
         if job is None or job.state in ("completed", "failed", "cancelled", "interrupted"):
             return
         state, reason = msg.body["state"], str(msg.body.get("reason", ""))
-        trigger = {"completed": "complete", "failed": "fail", "cancelled": "cancel"}.get(state)
+        trigger = {"completed": "complete", "failed": "fail", "cancelled": "cancel", "interrupted": "interrupt"}.get(state)
         if trigger is None:
             log.warning("driver %s reported job %d ending in unknown state %r", link.config.name, job.id, state)
             return
@@ -500,6 +501,7 @@ class Supervisor:
             if job is not None:
                 if job.state == "paused" and job.record.paused_by in AUTO_RESUME_CAUSES:
                     self.book.transition(job, "requeue", "driver is back")
+                    job.auto_resume = True
                 else:
                     continue
             job = self.book.next_ready(name)
@@ -517,7 +519,8 @@ class Supervisor:
         for offset in range(0, max(len(program), 1), CHUNK_OPS):
             body, arrays = program.slice(offset, offset + CHUNK_OPS).to_wire()
             if offset == 0:
-                head = {"job": job.id, "start_op": start_op, "line_base": line_base, "resume": resuming, "n_ops": len(program), "program": body}
+                head = {"job": job.id, "start_op": start_op, "line_base": line_base, "resume": resuming,
+                        "auto": job.auto_resume, "n_ops": len(program), "program": body}
                 msg = self.factory.make("job_start", head, arrays)
             else:
                 msg = self.factory.make("job_chunk", {"job": job.id, "offset": offset, "program": body}, arrays)

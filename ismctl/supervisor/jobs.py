@@ -17,6 +17,7 @@ class Job:
     machine: StateModel
     program: Program | None = None
     progress: dict = field(default_factory=dict)
+    auto_resume: bool = False  # requeued by the cell itself (driver back), not by an operator
 
     @property
     def id(self) -> int:
