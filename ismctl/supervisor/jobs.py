@@ -86,7 +86,9 @@ class JobBook:
     def assign_line_base(self, job: Job) -> int:
         """Pick the firmware line numbers for this job once; a restarted driver finds its place by them."""
         if not job.record.line_base:
-            job.record.line_base = 1 + 100_000 * (1 + secrets.randbelow(9_000))
+            # Far from 0 (where a reset firmware starts) and at most 7 digits with up to
+            # ~5M ops, so framing (`N<7 digits> ` + `*cs`) fits Marlin's line with gcode's 82-byte limit.
+            job.record.line_base = 1 + 10_000 * (1 + secrets.randbelow(499))
             self.store.event(job.id, "line_base", {"line_base": job.record.line_base})
             self.store.update(job.id, line_base=job.record.line_base)
         return job.record.line_base
