@@ -72,6 +72,14 @@ FIRMWARE_NAME = (
     "MACHINE_TYPE:3D Printer EXTRUDER_COUNT:1 UUID:cede2a2f-41a2-4748-9b12-c55c62f367ff")
 
 _PARAM_RE = re.compile(r"([A-Za-z])\s*([-+]?(?:\d+\.?\d*|\.\d+))?")
+# Fast path for the common case, a numbered G/M/T line with plain numeric
+# parameters: "N12 G1 X1.5 Y-2 E.3 F3000*57".  One regex validates the framing and
+# the command's shape; the result is byte for byte what the general code gives
+# (anything else - errors, M110, comments, subcodes, string arguments, lower case,
+# "X1e5" - takes the general path).
+_FAST_LINE = re.compile(
+    rb"N([0-9]+) ([GMT])([0-9]+)((?: +[A-Z](?:[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))?)*) *\*([0-9]+)")
+_NAMES = {}                      # b"G01" -> "G1"
 _EMERGENCY = (b"M108", b"M112", b"M410")
 _STRING_ARG_CODES = {"M117", "M118", "M23", "M28", "M30"}
 
@@ -141,13 +149,17 @@ class Command:
 
     __slots__ = ("text", "n", "name", "params", "string_arg", "emergency")
 
-    def __init__(self, text: str, n: int | None, emergency: bool):
+    def __init__(self, text: str, n: int | None, emergency: bool, name=None, params=None):
         self.text = text
         self.n = n
         self.emergency = emergency
+        self.string_arg = ""
+        if params is not None:           # parsed by the fast path
+            self.name = name
+            self.params = params
+            return
         self.name = None
         self.params = {}
-        self.string_arg = ""
         self._parse(text)
 
     def _parse(self, text: str) -> None:
@@ -159,14 +171,14 @@ class Command:
         while i < end and text[i] == " ":
             i += 1
         j = i
-        while j < end and text[j].isdigit():
+        while j < end and "0" <= text[j] <= "9":    # not isdigit(): "²" is one
             j += 1
         if j == i:
             return
         self.name = letter + str(int(text[i:j]))
         if j < end and text[j] == ".":          # subcode, e.g. G29.1: ignored
             j += 1
-            while j < end and text[j].isdigit():
+            while j < end and "0" <= text[j] <= "9":
                 j += 1
         rest = text[j:]
         if self.name in _STRING_ARG_CODES:
@@ -331,7 +343,34 @@ class MarlinFirmware:
                 queue.append(cmd)
 
     def _frame(self, raw: bytes, emergency: bool):
-        """Marlin's get_serial_commands checks for one line; a Command or None."""
+        """Marlin's get_serial_commands checks for one line; a Command or None.
+
+        The common line (numbered G/M/T with numeric parameters, right number and
+        checksum) is taken by one regex; the result is the same as _frame_general's.
+        """
+        if len(raw) < MAX_CMD_SIZE - 1:
+            m = _FAST_LINE.fullmatch(raw)
+            if m is not None:
+                n = int(m[1])
+                code = m[2] + m[3]
+                name = _NAMES.get(code)
+                if name is None:
+                    name = m[2].decode() + str(int(m[3]))
+                    if len(_NAMES) < 4096:
+                        _NAMES[code] = name
+                if (n == self.last_n + 1 and b"M110" not in raw and name not in _STRING_ARG_CODES
+                        and int(m[5]) == reduce(xor, raw[:m.start(5) - 1], 0)):
+                    self.last_n = n
+                    params = {}
+                    for token in m[4].split():
+                        value = token[1:]
+                        params[chr(token[0])] = float(value) if value else None
+                    return Command(raw[m.start(2):m.end(4)].decode("latin-1"), n, emergency,
+                                   name, params)
+        return self._frame_general(raw, emergency)    # errors included
+
+    def _frame_general(self, raw: bytes, emergency: bool):
+        """Every line, the way Marlin's get_serial_commands checks it."""
         semi = raw.find(b";")
         if semi >= 0:
             raw = raw[:semi]

@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import time
+from functools import reduce
+from operator import xor
 
 import pytest
 
@@ -368,7 +370,7 @@ def test_help_documents_every_option():
     out = subprocess.run([sys.executable, "-m", "firmware_sim.printer", "--help"],
                          capture_output=True, text=True, check=True).stdout
     for option in ("--tcp", "--link", "--speed", "--advanced-ok", "--seed", "--corrupt-rate",
-                   "--drop-rate", "--disconnect-after", "--disconnect-rate",
+                   "--drop-rate", "--reply-noise", "--disconnect-after", "--disconnect-rate",
                    "--thermal-fault", "--exec-log", "Example session"):
         assert option in out
 
@@ -448,3 +450,40 @@ def test_streamer_survives_reply_noise_and_line_noise(tmp_path):
             streamer.close()
     assert result.status == "completed", (result, [e for e in events if e[0] != "progress"][-20:])
     assert compare_exec_log(program.commands, log.read_text().splitlines(), is_host_command) == ""
+
+
+# -- the framing fast path ---------------------------------------------------------------
+
+def test_frame_fast_path_equals_general_path():
+    """_frame's one-regex fast path gives exactly what the general Marlin checks give."""
+    import random
+    from firmware_sim.clock import VirtualClock
+    from firmware_sim.marlin import MarlinFirmware
+    from firmware_sim.motion import MotionConfig, Planner
+    from firmware_sim.thermal import ThermalManager
+
+    def firmware():
+        return MarlinFirmware(VirtualClock(float("inf")), ThermalManager(), Planner(MotionConfig()))
+
+    def outcome(fw, cmd):
+        fields = None if cmd is None else (cmd.text, cmd.n, cmd.name, cmd.params, cmd.string_arg)
+        return fields, fw.last_n, fw.take_output()
+
+    rng = random.Random(1)
+    mutations = b"NGMTXYZEFSP0123456789 .-+*;\x08eM\xb2\t"
+    a, b = firmware(), firmware()
+    a.take_output(), b.take_output()
+    for _ in range(20000):
+        cmd = rng.choice([b"G1", b"G0", b"G01", b"M104", b"T0", b"M117", b"M110", b"G29.1", b"g1"])
+        tokens = [bytes([rng.choice(b"XYZEFSPNxT")])
+                  + rng.choice([b"", b"1", b"-2.5", b".5", b"5.", b"+3", b"1e5", b"-.", b"nan", b"1_0"])
+                  for _ in range(rng.randint(0, 5))]
+        line = b"N%d%s%s%s" % (rng.choice([5, 5, 5, 6, -1]), rng.choice([b" ", b"  ", b""]), cmd,
+                               b"".join(rng.choice([b" ", b"  "]) + t for t in tokens))
+        cs = reduce(xor, line, 0) ^ (rng.random() < 0.2)
+        line += b"*%d" % cs
+        if rng.random() < 0.3:
+            i = rng.randrange(len(line))
+            line = line[:i] + bytes([rng.choice(mutations)]) + line[i + 1:]
+        a.last_n = b.last_n = 4
+        assert outcome(a, a._frame(line, False)) == outcome(b, b._frame_general(line, False)), line
