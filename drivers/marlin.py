@@ -60,6 +60,20 @@ __all__ = [
 HOST_COMMANDS = frozenset({"M105", "M115", "M155 S1"})
 
 
+def _looks_like_ok(line: bytes) -> bool:
+    """``ok``, also with one bit flipped by line noise in its two letters (``oc``, ``Ok``).
+
+    Marlin sends no other line within one bit of ``ok`` followed by a space or
+    the end of the line; missing a noisy ``ok`` would cost a timeout and a probe.
+    """
+    if line[:2] == b"ok":
+        return True
+    if len(line) < 2 or (len(line) > 2 and line[2:3] != b" "):
+        return False
+    flipped = (line[0] ^ 0x6F) | ((line[1] ^ 0x6B) << 8)
+    return flipped != 0 and flipped & (flipped - 1) == 0
+
+
 def is_host_command(cmd: str) -> bool:
     """True for a command the streamer itself sends, not a program line."""
     return cmd in HOST_COMMANDS or cmd.startswith("M110 N")
@@ -351,7 +365,7 @@ class MarlinStreamer:
     # ---------------------------------------------------------------- reader
     def _handle(self, line: bytes) -> None:
         now = time.monotonic()
-        if line[:2] == b"ok":
+        if _looks_like_ok(line):
             self._last_rx = now
             self._on_ok(line)
             return
@@ -491,11 +505,11 @@ class MarlinStreamer:
         ev = None
         with self._cv:
             self._swallow_ok = True
-            self._resends += 1
-            if self._probe_waiting:
+            if self._probe_waiting:  # our probe's answer, not a resend of a program line
                 self._probe_answer = n - 1
                 self._cv.notify_all()
                 return
+            self._resends += 1
             if not self._streaming:
                 return
             if self._burst_line == n and self._resend_budget > 0:
@@ -758,14 +772,14 @@ class MarlinStreamer:
             self._last_rx = time.monotonic()
         lines_sent = 0
         probes = 0
+        verified = False  # the firmware itself confirmed the last line
         last_poll = time.monotonic()
         status = "completed"
         reason = ""
         try:
             while True:
                 batch: list[int] = []
-                do_probe = False
-                do_poll = False
+                do_probe = do_poll = do_verify = False
                 with self._cv:
                     while True:
                         if self._link_error is not None:
@@ -789,6 +803,9 @@ class MarlinStreamer:
                                 status, reason = "cancelled", "cancelled"
                                 break
                         elif self._next >= end and self._confirmed >= end - 1 and n_lines == 0:
+                            if end > first and not verified:
+                                do_verify = True  # an ok can be the garbled error's: ask before finishing
+                                break
                             status = "completed"
                             break
                         now = time.monotonic()
@@ -820,7 +837,7 @@ class MarlinStreamer:
                         self._cv.wait(min(wait, 0.1))
                     else:  # pragma: no cover
                         pass
-                    if not batch and not do_probe and not do_poll:
+                    if not batch and not do_probe and not do_poll and not do_verify:
                         break
                 if batch:
                     data = b"".join([get_frame(ln) for ln in batch])
@@ -841,9 +858,10 @@ class MarlinStreamer:
                         self._fifo.append(_POLL)
                     last_poll = time.monotonic()
                     self._write(b"M105\n")
-                elif do_probe:
-                    probes += 1
-                    self._recover_by_probe(m110_line, first, end)
+                elif do_probe or do_verify:
+                    probes += do_probe
+                    ans = self._recover_by_probe(m110_line, first, end, "end of stream" if do_verify else "silence")
+                    verified = do_verify and ans is not None and ans >= end - 1
         except StreamerClosed as exc:
             status, reason = "disconnected", str(exc)
         finally:
@@ -855,8 +873,11 @@ class MarlinStreamer:
                             lines_sent=lines_sent, resends=self._resends, probes=probes,
                             elapsed_s=time.monotonic() - t0)
 
-    def _recover_by_probe(self, m110_line: int | None, first: int, end: int) -> None:
-        """Silence with lines in flight: ask the firmware where it is, continue after it."""
+    def _recover_by_probe(self, m110_line: int | None, first: int, end: int, why: str) -> int | None:
+        """Ask the firmware where it is and continue right after it; return its last line (None: no answer).
+
+        Used after silence with lines in flight, and once at the end of a stream,
+        since an ``ok`` that belonged to a garbled error must not finish a job."""
         probe = b"\n" + frame(PROBE_LINE_NUMBER, "M105")
         deadline = time.monotonic() + max(2.0, self.ok_timeout)
         try:
@@ -865,8 +886,9 @@ class MarlinStreamer:
             with self._cv:
                 self._last_rx = time.monotonic()  # try again after another timeout
             self._emit("warning", {"text": "firmware silent: no answer to the line-number probe", "op": None})
-            return
+            return None
         with self._cv:
+            rewound = ans + 1 < self._next
             lo = m110_line if m110_line is not None else first
             if m110_line is not None and ans < m110_line:
                 nxt = m110_line  # even the M110 never arrived
@@ -875,9 +897,13 @@ class MarlinStreamer:
             if ans >= lo:
                 self._confirmed = max(self._confirmed, min(ans, end - 1))
             self._fifo = deque(x for x in self._fifo if not _is_line(x))
+            if rewound:
+                self._confirmed = min(self._confirmed, max(ans, lo - 1))
             self._next = min(nxt, end)
             self._burst_line = None
             self._resend_budget = 0
             self._last_rx = time.monotonic()
             self._cv.notify_all()
-        self._emit("warning", {"text": f"no answer for a while: probed, firmware is at line {ans}", "op": ans - self._line_base})
+        if why == "silence" or rewound:
+            self._emit("warning", {"text": f"{why}: probed, firmware is at line {ans}", "op": ans - self._line_base})
+        return ans

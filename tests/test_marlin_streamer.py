@@ -283,3 +283,73 @@ def test_unknown_command_is_a_warning(sim_factory):
     assert r.status == "completed"
     w = [d for d in ev.of("warning") if "Unknown command" in d["text"]]
     assert w and w[0]["op"] == 1
+
+
+def test_last_line_rejected_with_a_garbled_resend_is_not_lost():
+    """A scripted firmware (a protocol scenario the simulator cannot produce on demand):
+    the last line arrives corrupted and the `Resend:` that follows is garbled by line
+    noise.  The error's `ok` must not finish the job: the end-of-stream probe finds
+    that line 3 never ran, and it is sent again."""
+    import os
+    import tty
+
+    import serial
+
+    from drivers.marlin import MarlinStreamer
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    executed, state = [], {"last": 0, "rejected": False}
+
+    def answer(line: bytes) -> bytes:
+        last = state["last"]
+        if line.startswith(b"N2147480000"):
+            return b"Error:Line Number is not Last Line Number+1, Last Line: %d\nResend: %d\nok\n" % (last, last + 1)
+        if line.startswith(b"N"):
+            n = int(line[1:line.index(b" ")])
+            cmd = line[line.index(b" ") + 1:line.rindex(b"*")]
+            if n == 3 and not state["rejected"]:
+                state["rejected"] = True
+                return b"Error:checksum mismatch, Last Line: %d\nRgsend: %d\nok\n" % (last, last + 1)
+            if n != last + 1 and b"M110" not in cmd:
+                return b"Error:Line Number is not Last Line Number+1, Last Line: %d\nResend: %d\nok\n" % (last, last + 1)
+            state["last"] = n if b"M110" not in cmd else int(cmd.split(b"N")[1])
+            executed.append(cmd.decode())
+        else:
+            executed.append(line.decode())
+        if line.endswith(b"M115"):
+            return b"FIRMWARE_NAME:Scripted\nok\n"
+        return b"ok T:25.0 /0.0 B:25.0 /0.0\n" if line.endswith(b"M105") else b"ok\n"
+
+    def firmware():
+        buf = b""
+        while True:
+            try:
+                buf += os.read(master, 4096)
+            except OSError:
+                return
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line:
+                    os.write(master, answer(line))
+
+    threading.Thread(target=firmware, daemon=True).start()
+    streamer = MarlinStreamer(serial.Serial(os.ttyname(slave), 115200, timeout=0.1), ok_timeout=2)
+    try:
+        os.write(master, b"start\n")
+        streamer.handshake(5)
+        result = streamer.stream(["G1 X1", "G1 X2", "G1 X3"], 0, 1)
+    finally:
+        streamer.close()
+        os.close(master)
+    assert result.status == "completed"
+    assert [c for c in executed if c.startswith("G1")] == ["G1 X1", "G1 X2", "G1 X3"]
+
+
+def test_an_ok_with_one_flipped_bit_is_still_an_ok():
+    from drivers.marlin import _looks_like_ok
+
+    for line in (b"ok", b"ok T:20.0 /0.0", b"oc", b"Ok", b"ok N5 P15 B3", b"o+", b"ok\x00"):
+        assert _looks_like_ok(line), line
+    for line in (b"", b"o", b"on", b"Oc", b"echo:busy", b"Error:x", b"ol T:1"):
+        assert not _looks_like_ok(line), line
