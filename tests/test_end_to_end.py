@@ -156,3 +156,25 @@ def test_firmware_reset_mid_job_interrupts_for_an_operator_then_resumes_exactly(
     assert 0 <= repeated <= 4
     assert executed[: resumed_at + repeated] == program[: resumed_at + repeated]
     assert executed[resumed_at + repeated :] == program[resumed_at:]
+
+
+def test_driver_holds_when_its_supervisor_goes_silent_then_resumes_exactly(make_cell):
+    """Heartbeats the other way: a frozen supervisor makes the driver stop feeding the firmware."""
+    import time
+
+    cell = make_cell(speed=60, seed=13).start()
+    job = submit_demo(cell)
+    wait_for(lambda: cell.job(job)["confirmed_op"] > 2500, 60, "the job to pass op 2500")
+    size_before = cell.exec_log.stat().st_size
+    cell.serve.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3.0)  # 15 heartbeat intervals: the driver has given up on its supervisor
+        held = cell.exec_log.stat().st_size
+        time.sleep(1.0)
+        assert cell.exec_log.stat().st_size == held > size_before  # holding: nothing more is fed
+    finally:
+        cell.serve.send_signal(signal.SIGCONT)
+    done = cell.wait_job(job, ("completed", "failed", "cancelled", "interrupted"))
+    assert done["state"] == "completed", cell.log_tail()
+    assert "paused" in event_kinds(cell, job)
+    assert_exact(cell)

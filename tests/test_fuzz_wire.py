@@ -122,3 +122,28 @@ def test_client_ignores_garbage_replies_and_times_out_cleanly():
     t.join()
     client.close()
     server.close(0)
+
+
+def test_event_subscriber_skips_garbage_publications():
+    from ismctl.client import EventStream
+
+    ctx = zmq.Context.instance()
+    pub = bus.socket(ctx, zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    events = EventStream(ctx, f"tcp://127.0.0.1:{port}", ("job.",))
+    import time
+
+    time.sleep(0.2)  # let the subscription reach the publisher
+    rng = random.Random(3)
+    for _ in range(50):
+        pub.send_multipart([b"job.progress", *garbage(rng)])
+    pub.send_multipart([b"job.progress", *valid_frames("event", {"kind": "job.progress", "job": 1})])
+    seen = []
+    for _ in range(60):
+        item = events.next(timeout_s=1.0)
+        if item is not None:
+            seen.append(item)
+            break
+    assert seen == [("job.progress", {"kind": "job.progress", "job": 1})]
+    events.close()
+    pub.close(0)
