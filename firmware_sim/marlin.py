@@ -807,28 +807,22 @@ def m221(fw, cmd):
 
 # -- temperature ----------------------------------------------------------------
 
-@gcode("M104")
-def m104(fw, cmd):
-    fw._set_target(fw.thermal.hotend, cmd)
+def _heater_commands(set_code: str, wait_code: str, heater: str) -> None:
+    """Register a heater's set-target command and its set-and-wait twin (M104/M109, M140/M190)."""
+
+    @gcode(set_code)
+    def set_target(fw, cmd):
+        fw._set_target(getattr(fw.thermal, heater), cmd)
+
+    @gcode(wait_code)
+    def set_target_and_wait(fw, cmd):
+        no_wait_for_cooling = cmd.params.get("S") is not None  # S waits only when heating; R both ways
+        fw._set_target(getattr(fw.thermal, heater), cmd)
+        return fw._wait_for_heater(getattr(fw.thermal, heater), no_wait_for_cooling)
 
 
-@gcode("M109")
-def m109(fw, cmd):
-    no_wait_for_cooling = cmd.params.get("S") is not None
-    fw._set_target(fw.thermal.hotend, cmd)
-    return fw._wait_for_heater(fw.thermal.hotend, no_wait_for_cooling)
-
-
-@gcode("M140")
-def m140(fw, cmd):
-    fw._set_target(fw.thermal.bed, cmd)
-
-
-@gcode("M190")
-def m190(fw, cmd):
-    no_wait_for_cooling = cmd.params.get("S") is not None
-    fw._set_target(fw.thermal.bed, cmd)
-    return fw._wait_for_heater(fw.thermal.bed, no_wait_for_cooling)
+_heater_commands("M104", "M109", "hotend")
+_heater_commands("M140", "M190", "bed")
 
 
 @gcode("M105")
