@@ -19,6 +19,7 @@ from .client import CellClient, CommandFailed, SupervisorUnreachable
 from .watch import watch_jobs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+PLANNING_WAIT_S = 600.0
 
 EPILOG = """\
 examples:
@@ -129,6 +130,8 @@ def cmd_submit(args) -> int:
         print(f"ismctl: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     client = _client(args)
+    client.call("ping")  # fail fast when no supervisor runs; planning a long file may then take a while
+    client.timeout_s = max(args.timeout, PLANNING_WAIT_S)
     body = {"name": args.name or args.file.name, "gcode": text}
     if args.device:
         body["device"] = args.device

@@ -63,3 +63,30 @@ def test_commands_are_audited_and_counted(make_cell):
 
     rows = sqlite3.connect(cell.state_dir / "ismctl.db").execute("SELECT type, result FROM audit").fetchall()
     assert ("ping", "ok") in rows
+
+
+def test_planning_a_long_file_does_not_stall_heartbeats_or_estop(make_cell):
+    """Planning runs off the supervisor's loop: during it, drivers stay connected and an e-stop goes through."""
+    import threading
+    import time
+
+    cell = make_cell().start()
+    cell.wait_idle()
+    text = "G21\nG90\nM83\n" + "".join(f"G1 X{10 + i % 100 * 0.1:.1f} Y{10 + i // 100 % 100 * 0.1:.1f} E0.01 F6000\n" for i in range(600_000))
+    from ismctl.client import CellClient
+
+    submitter = CellClient(cell.config, timeout_s=300)
+    replies = []
+    thread = threading.Thread(target=lambda: replies.append(submitter.call("submit", name="long", gcode=text)))
+    thread.start()
+    time.sleep(0.5)
+    assert cell.call("job", job=1)["job"]["state"] == "planning"  # answered while planning
+    events = cell.client.events(("estop.confirmed",))
+    time.sleep(0.1)
+    cell.call("estop")
+    assert events.next(timeout_s=5) is not None
+    planning_seen = cell.call("job", job=1)["job"]["state"]
+    thread.join(120)
+    assert replies and replies[0]["n_ops"] == 600_003
+    assert "is lost" not in cell.log_tail(200)  # no driver missed its heartbeats
+    assert planning_seen in ("planning", "ready")

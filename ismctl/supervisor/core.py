@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from .. import bus, gcode, wire
+from .. import bus, wire
 from ..config import CellConfig, DeviceConfig
 from ..machines import CELL, DEVICE, Refused, StateModel
 from ..wire import Message, MessageFactory, Result
@@ -26,6 +26,7 @@ log = logging.getLogger("ismctl.supervisor")
 
 # Pauses the cell itself caused; the job resumes on its own once the device is back.
 AUTO_RESUME_CAUSES = frozenset({"driver-lost", "link-lost"})
+PLANNING_REPLY_S = 600.0  # a submit is answered once its program is planned, or after this
 CHUNK_OPS = 100_000  # ops per job_start / job_chunk message: about 4 MB for G-code
 SAFE_DEVICE_STATES = frozenset({"disconnected", "connecting", "idle", "paused"})
 
@@ -106,6 +107,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ loop
     def step(self, poller: zmq.Poller, timeout_s: float) -> None:
+        if self.book.planning:
+            timeout_s = min(timeout_s, 0.005)  # hand finished plans on promptly
         ready = dict(poller.poll(timeout_s * 1000))
         # Drivers first: their reports (e.g. a halt) can change what a queued client command means.
         if self.drivers.sock in ready:
@@ -133,6 +136,8 @@ class Supervisor:
             router.send(received[0], self.factory.reply(received[1], Result.EXECUTION_ERROR, "internal error; see the supervisor log"))
 
     def tick(self, now: float) -> None:
+        for job in self.book.poll_planning():
+            self.publish("job.state", job=job.id, state=job.state, reason=job.record.reason)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_s
             for link in self.devices.values():
@@ -156,6 +161,7 @@ class Supervisor:
                 self._pause_job(job, "shutdown")
 
     def close(self) -> None:
+        self.book.planner.shutdown(wait=False, cancel_futures=True)
         self.clients.close()
         self.drivers.close()
         self.events.close(0)
@@ -172,6 +178,9 @@ class Supervisor:
         if cached is not None:
             self.counters["clients.duplicates"] += 1
             self.clients.send(identity, cached)
+            return
+        if any(d.request.src == msg.src and d.request.id == msg.id for d in self.deferred):
+            self.counters["clients.duplicates"] += 1  # still being answered: the reply will come once
             return
         handler = self.client_handlers.get(msg.t)
         if handler is None:
@@ -203,14 +212,23 @@ class Supervisor:
             return self.factory.reply(msg, Result.VALIDATION_ERROR, device)
         if self.cell.state == "estopped":
             return self.factory.reply(msg, Result.BUSY, "the cell is e-stopped; `ismctl reset` first")
-        try:
-            job = self.book.submit(msg.body["name"], device.config.name, msg.body["gcode"])
-        except gcode.GcodeError as exc:
-            failed = max(self.book.jobs)
-            self.publish("job.state", job=failed, state="failed", reason=str(exc))
-            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{msg.body['name']}: {exc}", job=failed, line=exc.line)
+        job = self.book.submit(msg.body["name"], device.config.name, msg.body["gcode"])
         self.publish("job.state", job=job.id, state=job.state)
-        return self.factory.reply(msg, Result.OK, job=job.id, n_ops=len(job.program), estimated_s=job.program.estimated_s, device=device.config.name)
+
+        def planned():  # the reply waits for planning, which runs off this loop
+            if job.state == "planning":
+                return None
+            if job.program is None:
+                result = Result.VALIDATION_ERROR if job.error is not None else Result.EXECUTION_ERROR
+                line = job.error.line if job.error is not None else None
+                return self.factory.reply(msg, result, f"{msg.body['name']}: {job.record.reason}", job=job.id, line=line)
+            return self.factory.reply(msg, Result.OK, job=job.id, n_ops=len(job.program), estimated_s=job.program.estimated_s, device=device.config.name)
+
+        def timeout():
+            return self.factory.reply(msg, Result.EXECUTION_ERROR, "planning is taking too long; the job stays queued", job=job.id)
+
+        self.deferred.append(Deferred(identity, msg, time.monotonic() + PLANNING_REPLY_S, planned, timeout))
+        return None
 
     def status(self) -> dict:
         return {
@@ -441,6 +459,8 @@ class Supervisor:
         op = msg.body["op"]
         self.book.confirm(job, op)
         program = self.book.program(job)
+        if program is None:
+            return
         n = len(program)
         job.progress = {
             "percent": round(100.0 * (op + 1) / n, 2) if n else 100.0,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import gcode
 from ..machines import JOB, StateModel
 from ..program import Program
 from .store import JobRecord, Store
+
+log = logging.getLogger("ismctl.supervisor.jobs")
 
 
 @dataclass
@@ -17,7 +21,8 @@ class Job:
     machine: StateModel
     program: Program | None = None
     progress: dict = field(default_factory=dict)
-    auto_resume: bool = False  # requeued by the cell itself (driver back), not by an operator
+    auto_resume: bool = False
+    error: gcode.GcodeError | None = None  # why planning failed  # requeued by the cell itself (driver back), not by an operator
 
     @property
     def id(self) -> int:
@@ -43,6 +48,8 @@ class JobBook:
     def __init__(self, store: Store):
         self.store = store
         self.jobs: dict[int, Job] = {}
+        self.planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
+        self.planning: dict[int, Future] = {}
 
     def load(self) -> list[Job]:
         """Reload every job; those that were running when the supervisor stopped become interrupted."""
@@ -53,28 +60,61 @@ class JobBook:
             if job.state in ("running", "paused", "planning"):
                 self.transition(job, "interrupt" if job.state != "planning" else "fail", "supervisor stopped while the job was " + job.state)
                 interrupted.append(job)
+            if job.state in ("ready", "interrupted"):
+                self._plan(job, self.store.source(job.id), save=False)  # loaded again for a later start or resume
         return interrupted
 
-    def program(self, job: Job) -> Program:
-        if job.program is None:
-            job.program = gcode.parse(self.store.source(job.id), name=job.record.name)
+    def program(self, job: Job) -> Program | None:
+        """The job's planned program, or None while it is still being planned or loaded."""
         return job.program
 
     def submit(self, name: str, device: str, source: str) -> Job:
-        """Persist a new job and plan it; a bad program leaves a failed job with the reason."""
-        record_id = self.store.add_job(name, device, source, 0, "queued")
+        """Persist a new job and start planning it; :meth:`poll_planning` reports how that ends."""
+        record_id = self.store.add_job(name, device, 0, "queued")
         job = Job(self.store.job(record_id), StateModel(JOB))
         self.jobs[job.id] = job
         self.transition(job, "plan")
-        try:
-            job.program = gcode.parse(source, name=name)
-        except gcode.GcodeError as exc:
-            self.transition(job, "fail", str(exc))
-            raise
-        self.store.update(job.id, n_ops=len(job.program))
-        job.record.n_ops = len(job.program)
-        self.transition(job, "planned")
+        self._plan(job, source, save=True)
         return job
+
+    def _plan(self, job: Job, source: str, save: bool) -> None:
+        # Storing and planning a long program take seconds: never on the supervisor's
+        # loop, which must keep answering heartbeats and e-stops meanwhile.  The
+        # submit is answered after both, so the job is durable before it is acknowledged.
+        def store_and_parse() -> Program:
+            if save:
+                self.store.save_source(job.id, source)
+            return gcode.parse(source, name=job.record.name)
+
+        self.planning[job.id] = self.planner.submit(store_and_parse)
+
+    def poll_planning(self) -> list[Job]:
+        """Apply finished plans; return the jobs whose state changed (planned, or failed with the reason)."""
+        changed = []
+        for job_id, future in list(self.planning.items()):
+            if not future.done():
+                continue
+            del self.planning[job_id]
+            job = self.jobs[job_id]
+            try:
+                job.program = future.result()
+            except gcode.GcodeError as exc:
+                job.error = exc
+                self.transition(job, "fail", str(exc))
+                changed.append(job)
+                continue
+            except Exception as exc:  # storing failed (disk full, ...): the job fails, the supervisor stays up
+                log.exception("job %d: planning failed", job.id)
+                if job.machine.can("fail"):
+                    self.transition(job, "fail", f"could not store or plan the program: {exc}")
+                    changed.append(job)
+                continue
+            if job.state == "planning":
+                self.store.update(job.id, n_ops=len(job.program))
+                job.record.n_ops = len(job.program)
+                self.transition(job, "planned")
+                changed.append(job)
+        return changed
 
     def transition(self, job: Job, trigger: str, reason: str = "", **fields) -> None:
         job.machine.trigger_or_refuse(trigger)
@@ -105,5 +145,5 @@ class JobBook:
         return None
 
     def next_ready(self, device: str) -> Job | None:
-        ready = [j for j in self.jobs.values() if j.record.device == device and j.state == "ready"]
+        ready = [j for j in self.jobs.values() if j.record.device == device and j.state == "ready" and j.program is not None]
         return min(ready, key=lambda j: j.id) if ready else None

@@ -21,11 +21,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     reason       TEXT NOT NULL DEFAULT '',
     created      REAL NOT NULL,
     updated      REAL NOT NULL,
-    source       TEXT NOT NULL,
     n_ops        INTEGER NOT NULL,
     confirmed_op INTEGER NOT NULL DEFAULT -1,
     line_base    INTEGER NOT NULL DEFAULT 0,
     paused_by    TEXT NOT NULL DEFAULT ''
+);
+-- Apart from jobs, so that progress and state updates never rewrite a large program.
+CREATE TABLE IF NOT EXISTS job_sources (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+    source TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS job_events (
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,13 +71,19 @@ class JobRecord:
         return {k: getattr(self, k) for k in JOB_COLUMNS}
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=30.0)  # the planner thread writes too
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
 class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
+        self.path = path
+        self.db = _connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._audit_rows: list[tuple] = []
 
@@ -81,12 +91,12 @@ class Store:
         self.flush_audit()
         self.db.close()
 
-    def add_job(self, name: str, device: str, source: str, n_ops: int, state: str, reason: str = "") -> int:
+    def add_job(self, name: str, device: str, n_ops: int, state: str, reason: str = "") -> int:
         now = time.time()
         with self.db:
             cur = self.db.execute(
-                "INSERT INTO jobs (name, device, state, reason, created, updated, source, n_ops) VALUES (?,?,?,?,?,?,?,?)",
-                (name, device, state, reason, now, now, source, n_ops),
+                "INSERT INTO jobs (name, device, state, reason, created, updated, n_ops) VALUES (?,?,?,?,?,?,?)",
+                (name, device, state, reason, now, now, n_ops),
             )
             job_id = cur.lastrowid
             self._event(job_id, "created", {"state": state, "reason": reason, "n_ops": n_ops})
@@ -134,8 +144,18 @@ class Store:
         row = self.db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return JobRecord(*row) if row else None
 
-    def source(self, job_id: int) -> str:
-        return self.db.execute("SELECT source FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+    def source(self, job_id: int) -> str | None:
+        row = self.db.execute("SELECT source FROM job_sources WHERE job_id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def save_source(self, job_id: int, source: str) -> None:
+        """Write a job's program text on a connection of its own: callable from the planner thread."""
+        db = _connect(self.path)
+        try:
+            with db:
+                db.execute("INSERT OR REPLACE INTO job_sources (job_id, source) VALUES (?, ?)", (job_id, source))
+        finally:
+            db.close()
 
     def jobs(self, states: tuple[str, ...] | None = None) -> list[JobRecord]:
         query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
