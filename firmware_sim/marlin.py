@@ -831,12 +831,18 @@ def m105(fw, cmd):
     return NO_OK
 
 
+def _interval_s(cmd) -> float | None:
+    """An interval in seconds from S (M155, M113), clamped to Marlin's 0..60; None when absent."""
+    s = cmd.params.get("S")
+    return None if s is None else min(max(s, 0.0), 60.0)
+
+
 @gcode("M155")
 def m155(fw, cmd):
-    s = cmd.params.get("S")
-    if s is not None:
-        fw.report_interval = min(max(s, 0.0), 60.0)
-        fw.report_next = fw.clock.now() + fw.report_interval if fw.report_interval else None
+    interval = _interval_s(cmd)
+    if interval is not None:
+        fw.report_interval = interval
+        fw.report_next = fw.clock.now() + interval if interval else None
 
 
 @gcode("M106")
@@ -883,9 +889,9 @@ def m112(fw, cmd):
 
 @gcode("M113")
 def m113(fw, cmd):
-    s = cmd.params.get("S")
-    if s is not None:
-        fw.busy_interval = min(max(s, 0.0), 60.0)
+    interval = _interval_s(cmd)
+    if interval is not None:
+        fw.busy_interval = interval
 
 
 @gcode("M115")
