@@ -28,6 +28,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 HEATERS_OFF = ("M104 S0", "M140 S0")
 HEATERS_OFF_TIMEOUT_S = 2.0
 TELEMETRY_PERIOD_S = 0.25
+HEAT_AND_WAIT = frozenset({"M109", "M190", "M191"})  # busy on one of these: the device is heating
 
 
 class PrinterDevice:
@@ -41,6 +42,7 @@ class PrinterDevice:
         self.control: StreamControl | None = None
         self.runtime: DriverRuntime | None = None
         self._progress = None
+        self._program: Program | None = None
         self._last_telemetry = 0.0
 
     def attach(self, runtime: DriverRuntime) -> None:
@@ -64,6 +66,14 @@ class PrinterDevice:
         if kind == "progress":
             if self._progress is not None:
                 self._progress(data["op"])
+            if runtime.machine.state == "heating":
+                runtime.set_state("run")
+        elif kind == "busy":
+            program, streamer = self._program, self.streamer
+            if program is not None and streamer is not None:
+                waiting_on = streamer.last_confirmed_op + 1
+                if 0 <= waiting_on < len(program) and program.commands[waiting_on].split(" ", 1)[0].upper() in HEAT_AND_WAIT:
+                    runtime.set_state("heat")
         elif kind == "telemetry":
             now = time.monotonic()
             if now - self._last_telemetry >= TELEMETRY_PERIOD_S:  # a fast simulator reports 100s per second
@@ -105,11 +115,11 @@ class PrinterDevice:
                 self.runtime.report("event", kind="warning", job=self.runtime.current_job,
                                     text=f"firmware was reset (last line {last_line}); resuming from confirmed op {start_op}")
         self.control = StreamControl()
-        self._progress = report
+        self._progress, self._program = report, program
         try:
             result = streamer.stream(program.commands, start_op, line_base, self.control, fresh=fresh)
         finally:
-            self._progress = None
+            self._progress = self._program = None
         log.info("stream %s at op %d: %d lines sent, %d resends, %d probes, %.2f s",
                  result.status, result.last_op, result.lines_sent, result.resends, result.probes, result.elapsed_s)
         if result.status == "completed":

@@ -178,3 +178,13 @@ def test_driver_holds_when_its_supervisor_goes_silent_then_resumes_exactly(make_
     assert done["state"] == "completed", cell.log_tail()
     assert "paused" in event_kinds(cell, job)
     assert_exact(cell)
+
+
+def test_device_shows_heating_while_the_firmware_waits_for_temperature(make_cell):
+    cell = make_cell(speed=20).start()
+    cell.wait_idle()
+    job = cell.call("submit", name="heat", gcode="M104 S200\nM109 S200\nG28\nG1 X10 Y10 F3000\nM104 S0\n")["job"]
+    wait_for(lambda: cell.device_state() == "heating", 30, "the printer to show heating")
+    assert cell.job(job)["state"] == "running"
+    assert cell.wait_job(job, ("completed", "failed"))["state"] == "completed"
+    assert cell.device_state() == "idle"
