@@ -85,9 +85,9 @@ MAX_COMMAND_BYTES = MAX_CMD_SIZE - 1 - len("N9999999 ") - len("*255")
 #: M-codes whose argument is free text (Marlin's parser gives them string_arg).
 STRING_COMMANDS = frozenset({0, 1, 16, 23, 28, 30, 32, 33, 117, 118, 928} | set(range(810, 820)))
 
-# Commands whose arguments are not numbers in the wild (PrusaSlicer: "M115 U3.13.0");
-# checked like string commands (printable ASCII, no '*').
-_FREE_ARGS = frozenset({115})
+# Commands whose arguments are not numbers in the wild (PrusaSlicer: "M115 U3.13.0",
+# "M486 AThe_Object" object labels); checked like string commands (printable ASCII, no '*').
+_FREE_ARGS = frozenset({115, 486})
 
 # Marlin defaults (Configuration.h / Configuration_adv.h)
 _DEFAULT_FEED_MM_MIN = 1500.0

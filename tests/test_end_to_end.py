@@ -188,3 +188,16 @@ def test_device_shows_heating_while_the_firmware_waits_for_temperature(make_cell
     assert cell.job(job)["state"] == "running"
     assert cell.wait_job(job, ("completed", "failed"))["state"] == "completed"
     assert cell.device_state() == "idle"
+
+
+def test_commands_real_slicers_emit_run_through_the_cell(make_cell):
+    """PrusaSlicer/Cura start, layer and end code: accepted, streamed, executed as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "data" / "slicer-commands.gcode").read_text()
+    program = parse(text).commands
+    cell = make_cell(speed="max").start()
+    cell.wait_idle()
+    job = cell.call("submit", name="slicer", gcode=text)["job"]
+    assert cell.wait_job(job, ("completed", "failed"))["state"] == "completed", cell.log_tail()
+    assert compare_exec_log(program, cell.exec_log.read_text().splitlines(), is_host_command) == ""
