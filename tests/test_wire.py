@@ -93,3 +93,11 @@ def test_program_slices_concatenate_back():
     back = Program.concat(parts)
     assert back.commands == prog.commands and np.array_equal(back.position, prog.position)
     assert [len(p) for p in parts] == [3, 3, 3, 1]
+
+
+def test_time_left_is_the_sum_of_the_remaining_ops():
+    durations = np.random.default_rng(1).random(50)
+    prog = Program("printer", "p", tuple(f"G4 P{i}" for i in range(50)), range(1, 51), [0] * 50, durations)
+    for op in (-1, 0, 1, 25, 49, 50, 60):
+        assert np.isclose(prog.time_left_s(op), durations[max(op, 0):].sum())
+    assert np.isclose(prog.estimated_s, durations.sum())
