@@ -12,7 +12,7 @@ Line discipline (see docs/printer-driver.md for the whole story):
 * up to ``window`` lines are in flight (sent, not yet answered).  Everything the
   firmware answers is accounted in order in one FIFO of outstanding items: a
   plain ``ok`` answers the oldest item.  Bare lines we send ourselves (``M105``
-  polls, ``send_immediate``) are items in the same FIFO, so their ``ok`` never
+  polls, ``query``) are items in the same FIFO, so their ``ok`` never
   confirms a program line.
 * ``Resend: n`` (after ``Error:checksum mismatch`` / ``Line Number is not Last Line
   Number+1`` / ``No Checksum``): lines ``< n`` were accepted; every outstanding line
@@ -95,7 +95,6 @@ class _Bare:
 
 
 _POLL = _Bare("M105 poll")
-_IMM = _Bare("immediate")
 
 
 def _is_line(x) -> bool:
@@ -283,7 +282,6 @@ class MarlinStreamer:
         self._resends = 0
         self._estop = False
         self._last_progress_t = 0.0
-        self._last_progress_op: int | None = None
         self._stray_poll_oks = 0
         self._reader: threading.Thread | None = None
         if start_reader:
@@ -640,13 +638,6 @@ class MarlinStreamer:
                 return t
         return None
 
-    def send_immediate(self, cmd: str) -> None:
-        """Send a bare command now, between lines, without waiting (M108, M410, M876...).
-        Its ``ok`` is accounted for so that it never confirms a program line."""
-        with self._cv:
-            self._fifo.append(_IMM)
-        self._write(cmd.encode("utf-8") + b"\n")
-
     def emergency_stop(self) -> None:
         """Write ``M112`` at once: no window, no lock, no wait.  The stream stops;
         the firmware's kill message produces a ``halted`` event."""
@@ -835,8 +826,6 @@ class MarlinStreamer:
                             do_poll = True
                             break
                         self._cv.wait(min(wait, 0.1))
-                    else:  # pragma: no cover
-                        pass
                     if not batch and not do_probe and not do_poll and not do_verify:
                         break
                 if batch:

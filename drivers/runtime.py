@@ -87,6 +87,7 @@ class DriverRuntime:
         self.endpoint = supervisor
         self.factory = wire.MessageFactory(f"driver:{name}:{os.getpid()}")
         self.machine = StateModel(DEVICE)
+        self._state_lock = threading.Lock()
         self.heartbeat_s = heartbeat_s
         self.reports: queue.SimpleQueue = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -123,11 +124,14 @@ class DriverRuntime:
         self.set_state("lost", reason)
 
     def set_state(self, trigger: str, reason: str = "") -> None:
-        try:
-            self.machine.trigger_or_refuse(trigger)
-        except Refused:
-            return  # already there, or not meaningful from here: nothing to report
-        self.report("device_state", state=self.machine.state, reason=reason)
+        """Thread-safe: the reader, device and main threads all move the device machine."""
+        with self._state_lock:
+            try:
+                self.machine.trigger_or_refuse(trigger)
+            except Refused:
+                return  # already there, or not meaningful from here: nothing to report
+            state = self.machine.state
+        self.report("device_state", state=state, reason=reason)
 
     # ---------------------------------------------------------- main thread
     def run(self) -> int:
