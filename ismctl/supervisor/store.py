@@ -157,13 +157,8 @@ class Store:
         finally:
             db.close()
 
-    def jobs(self, states: tuple[str, ...] | None = None) -> list[JobRecord]:
-        query = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
-        args: tuple = ()
-        if states:
-            query += f" WHERE state IN ({', '.join('?' * len(states))})"
-            args = states
-        return [JobRecord(*row) for row in self.db.execute(query + " ORDER BY id", args)]
+    def jobs(self) -> list[JobRecord]:
+        return [JobRecord(*row) for row in self.db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id")]
 
     def events(self, job_id: int) -> list[dict]:
         rows = self.db.execute("SELECT ts, kind, detail FROM job_events WHERE job_id=? ORDER BY seq", (job_id,))
