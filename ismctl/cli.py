@@ -14,8 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import config as cellconfig
+from . import slice_cmd
 from .client import CellClient, CommandFailed, SupervisorUnreachable
+from .plan.model import MESH_SUFFIXES
 from .watch import watch_jobs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -26,6 +30,9 @@ examples:
   ismctl demo                                  run the bundled demo cell end to end
   ismctl serve --config configs/demo-cell.toml run a cell (Ctrl-C stops it cleanly)
   ismctl submit part.gcode --watch             queue a print and follow it
+  ismctl submit part.stl                       the cell slices the mesh with its [slicing] profile
+  ismctl slice part.stl -o part.gcode          slice on this machine (no cell needed)
+  ismctl preview part.gcode                    PNG images of the first, middle and last layer
   ismctl status                                cell, devices, temperatures, active jobs
   ismctl jobs                                  every job this cell has ever had
   ismctl estop                                 halt every device now (latched until `ismctl reset`)
@@ -51,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("demo", parents=[common], help="serve the demo cell, print the bundled part, verify it, stop")
     p.add_argument("--keep", action="store_true", help="keep the demo's state directory afterwards")
-    p = sub.add_parser("submit", parents=[common], help="queue a G-code file as a job")
-    p.add_argument("file", type=Path, help="G-code file")
+    p = sub.add_parser("submit", parents=[common], help="queue a G-code file, or a mesh the cell slices, as a job")
+    p.add_argument("file", type=Path, help="G-code file, or a mesh (STL, OBJ, 3MF) to slice with the cell's [slicing] profile")
     p.add_argument("--device", help="device name (default: the cell's printer)")
     p.add_argument("--name", help="job name (default: the file name)")
     p.add_argument("--watch", action="store_true", help="follow the job until it ends; exit 0 only if it completed")
@@ -69,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("job", type=int)
     sub.add_parser("estop", parents=[common], help="emergency stop every device; latched until reset")
     sub.add_parser("reset", parents=[common], help="clear an e-stop or fault once every device is safe")
+    slice_cmd.add_parsers(sub)
     return parser
 
 
@@ -124,18 +132,24 @@ def cmd_serve(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    is_mesh = args.file.suffix.lower() in MESH_SUFFIXES
     try:
-        text = args.file.read_text()
+        content = args.file.read_bytes() if is_mesh else args.file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         print(f"ismctl: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     client = _client(args)
-    client.call("ping")  # fail fast when no supervisor runs; planning a long file may then take a while
+    client.call("ping")  # fail fast when no supervisor runs; slicing or planning a long file may then take a while
     client.timeout_s = max(args.timeout, PLANNING_WAIT_S)
-    body = {"name": args.name or args.file.name, "gcode": text}
+    body = {"name": args.name or args.file.name}
     if args.device:
         body["device"] = args.device
-    reply = client.call("submit", **body)
+    if is_mesh:
+        if not body["name"].lower().endswith(MESH_SUFFIXES):
+            body["name"] += args.file.suffix.lower()  # the cell tells the format by the name
+        reply = client.call("submit_mesh", arrays=[np.frombuffer(content, dtype=np.uint8)], **body)
+    else:
+        reply = client.call("submit", gcode=content, **body)
     _show(args, reply, lambda r: print(f"job {r['job']} queued on {r['device']}: {r['n_ops']} ops, estimated {_fmt_s(r['estimated_s'])} of printing"))
     if args.watch:
         return EXIT_OK if watch_jobs(client, reply["job"]) == "completed" else EXIT_FAILED
@@ -219,6 +233,8 @@ COMMANDS = {
     "cancel": _simple("cancel", True),
     "estop": cmd_estop,
     "reset": cmd_reset,
+    "slice": slice_cmd.cmd_slice,
+    "preview": slice_cmd.cmd_preview,
 }
 
 

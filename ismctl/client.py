@@ -33,9 +33,9 @@ class CellClient:
         self.ctx = zmq.Context.instance()
         self.bus = bus.Client(config.clients, f"cli:{getpass.getuser()}@{pysocket.gethostname()}:{os.getpid()}", self.ctx)
 
-    def call(self, t: str, **body) -> dict:
+    def call(self, t: str, arrays=(), **body) -> dict:
         try:
-            reply = self.bus.request(t, body, timeout_s=self.timeout_s)
+            reply = self.bus.request(t, body, arrays, timeout_s=self.timeout_s)
         except bus.RequestTimeout:
             raise SupervisorUnreachable(
                 f"no supervisor answered at {self.config.clients} within {self.timeout_s:g} s; is `ismctl serve --config {self.config.path}` running?"

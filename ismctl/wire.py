@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # a 1.4M-triangle binary STL is 70 MB
 MAX_ARRAYS = 16
 ALLOWED_DTYPES = frozenset({"|u1", "<i4", "<i8", "<f4", "<f8", "|b1"})
 
@@ -42,6 +42,7 @@ MESSAGE_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     # clients -> supervisor
     "ping": {},
     "submit": {"name": str, "gcode": str},
+    "submit_mesh": {"name": str},  # + one uint8 array: the mesh file's bytes (STL, OBJ or 3MF, told by name)
     "status": {},
     "jobs": {},
     "job": {"job": int},

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+MESH_SUFFIXES = (".stl", ".obj", ".3mf")  # the mesh files planning reads (case-insensitive)
+
+
 class PlanError(ValueError):
     """Input that cannot be planned (bad mesh, impossible settings); the message names it."""
 

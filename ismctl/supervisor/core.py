@@ -18,6 +18,7 @@ import zmq
 from .. import bus, wire
 from ..config import CellConfig, DeviceConfig
 from ..machines import CELL, DEVICE, Refused, StateModel
+from ..plan.model import MESH_SUFFIXES
 from ..wire import Message, MessageFactory, Result
 from .jobs import Job, JobBook
 from .store import Store
@@ -65,7 +66,7 @@ class Supervisor:
         self.factory = MessageFactory("supervisor")
         self.counters = bus.Counters()
         self.store = Store(config.db_path)
-        self.book = JobBook(self.store)
+        self.book = JobBook(self.store, slicer=self._slice)
         self.cell = StateModel(CELL)
         self.cell.interlock("reset", self._devices_not_safe)
         self.devices = {name: DeviceLink(dev) for name, dev in config.devices.items()}
@@ -82,6 +83,7 @@ class Supervisor:
         self.client_handlers = {
             "ping": self.on_ping,
             "submit": self.on_submit,
+            "submit_mesh": self.on_submit_mesh,
             "status": self.on_status,
             "jobs": self.on_jobs,
             "job": self.on_job,
@@ -207,12 +209,32 @@ class Supervisor:
         return printers[0] if printers else "this cell has no printer"
 
     def on_submit(self, identity, msg):
+        return self._submit(identity, msg, source=msg.body["gcode"])
+
+    def on_submit_mesh(self, identity, msg):
+        name = msg.body["name"]
+        if len(msg.arrays) != 1 or msg.arrays[0].dtype != np.uint8 or msg.arrays[0].ndim != 1:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, "submit_mesh carries the mesh file as one uint8 array")
+        if not name.lower().endswith(MESH_SUFFIXES):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{name}: not a mesh file name (want {', '.join(MESH_SUFFIXES)})")
+        return self._submit(identity, msg, mesh=msg.arrays[0].tobytes())
+
+    def _slice(self, name: str, mesh: bytes, device: str) -> str:
+        """Runs on the planner thread: the cell's [slicing] profile, the device's motion limits."""
+        from ..plan import fdm
+
+        dev = self.config.devices[device]
+        return fdm.slice_file(name, self.config.slicing, data=mesh, limits=getattr(dev, "motion", None)).gcode
+
+    def _submit(self, identity, msg, source: str | None = None, mesh: bytes | None = None):
         device = self._device_for(msg.body.get("device"))
         if isinstance(device, str):
             return self.factory.reply(msg, Result.VALIDATION_ERROR, device)
+        if device.config.device_class != "printer" and mesh is not None:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{device.config.name} is a {device.config.device_class}; meshes are sliced for printers")
         if self.cell.state == "estopped":
             return self.factory.reply(msg, Result.BUSY, "the cell is e-stopped; `ismctl reset` first")
-        job = self.book.submit(msg.body["name"], device.config.name, msg.body["gcode"])
+        job = self.book.submit(msg.body["name"], device.config.name, source=source, mesh=mesh)
         self.publish("job.state", job=job.id, state=job.state)
 
         def planned():  # the reply waits for planning, which runs off this loop
@@ -220,7 +242,7 @@ class Supervisor:
                 return None
             if job.program is None:
                 result = Result.VALIDATION_ERROR if job.error is not None else Result.EXECUTION_ERROR
-                line = job.error.line if job.error is not None else None
+                line = getattr(job.error, "line", None)
                 return self.factory.reply(msg, result, f"{msg.body['name']}: {job.record.reason}", job=job.id, line=line)
             return self.factory.reply(msg, Result.OK, job=job.id, n_ops=len(job.program), estimated_s=job.program.estimated_s, device=device.config.name)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .. import gcode
 from ..machines import JOB, StateModel
+from ..plan.model import PlanError
 from ..program import Program
 from .store import JobRecord, Store
 
@@ -22,7 +23,7 @@ class Job:
     program: Program | None = None
     progress: dict = field(default_factory=dict)
     auto_resume: bool = False
-    error: gcode.GcodeError | None = None  # why planning failed  # requeued by the cell itself (driver back), not by an operator
+    error: gcode.GcodeError | PlanError | None = None  # why planning failed
 
     @property
     def id(self) -> int:
@@ -45,8 +46,9 @@ class Job:
 class JobBook:
     """Owns job state: every transition is persisted before it is published or acknowledged."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, slicer=None):
         self.store = store
+        self.slicer = slicer  # (name, mesh bytes, device) -> G-code text; the cell's profile and the device's limits
         self.jobs: dict[int, Job] = {}
         self.planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
         self.planning: dict[int, Future] = {}
@@ -68,23 +70,28 @@ class JobBook:
         """The job's planned program, or None while it is still being planned or loaded."""
         return job.program
 
-    def submit(self, name: str, device: str, source: str) -> Job:
-        """Persist a new job and start planning it; :meth:`poll_planning` reports how that ends."""
+    def submit(self, name: str, device: str, source: str | None = None, mesh: bytes | None = None) -> Job:
+        """Persist a new job and start planning it; :meth:`poll_planning` reports how that ends.
+
+        A job is G-code ``source``, or a ``mesh`` file that is sliced first; the
+        G-code it becomes is what is stored, so a reload never slices again.
+        """
         record_id = self.store.add_job(name, device, 0, "queued")
         job = Job(self.store.job(record_id), StateModel(JOB))
         self.jobs[job.id] = job
         self.transition(job, "plan")
-        self._plan(job, source, save=True)
+        self._plan(job, source, save=True, mesh=mesh)
         return job
 
-    def _plan(self, job: Job, source: str, save: bool) -> None:
-        # Storing and planning a long program take seconds: never on the supervisor's
+    def _plan(self, job: Job, source: str | None, save: bool, mesh: bytes | None = None) -> None:
+        # Slicing, storing and parsing a long program take seconds: never on the supervisor's
         # loop, which must keep answering heartbeats and e-stops meanwhile.  The
-        # submit is answered after both, so the job is durable before it is acknowledged.
+        # submit is answered after all of them, so the job is durable before it is acknowledged.
         def store_and_parse() -> Program:
+            text = source if mesh is None else self.slicer(job.record.name, mesh, job.record.device)
             if save:
-                self.store.save_source(job.id, source)
-            return gcode.parse(source, name=job.record.name)
+                self.store.save_source(job.id, text)
+            return gcode.parse(text, name=job.record.name)
 
         self.planning[job.id] = self.planner.submit(store_and_parse)
 
@@ -98,7 +105,7 @@ class JobBook:
             job = self.jobs[job_id]
             try:
                 job.program = future.result()
-            except gcode.GcodeError as exc:
+            except (gcode.GcodeError, PlanError) as exc:
                 job.error = exc
                 self.transition(job, "fail", str(exc))
                 changed.append(job)

@@ -1,0 +1,122 @@
+"""Mesh to print: the FDM planning chain, step by step, timed.
+
+Each step is a function of its own module (see the package docstring); this
+module only runs them in order, reports progress and keeps the wall time of
+each, so a slow step shows (``ismctl slice --timings`` prints them the way
+CuraEngine's verbose log does).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..program import Program
+from .fdm_settings import SliceSettings
+from .model import Mesh, PlanError
+
+STEPS = ("load", "repair", "layers", "slice", "regions", "infill", "paths", "gcode")
+
+Progress = Callable[[str, int], None]  # (step name, step index); called as each step starts
+
+
+@dataclass
+class SliceResult:
+    gcode: str
+    program: Program
+    mesh: Mesh  # as sliced: repaired and placed on the bed
+    repairs: list[str]  # what the mesh check repaired or warns about
+    notes: list[str]  # what slicing had to mend
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+
+
+class _Steps:
+    """Times each step and tells the progress callback."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self._name = None
+        self._t0 = 0.0
+
+    def start(self, name: str) -> None:
+        self._stop()
+        self._name, self._t0 = name, time.perf_counter()
+        if self.progress is not None:
+            self.progress(name, STEPS.index(name))
+
+    def _stop(self) -> None:
+        if self._name is not None:
+            self.timings[self._name] = time.perf_counter() - self._t0
+
+    def done(self) -> dict[str, float]:
+        self._stop()
+        self._name = None
+        return self.timings
+
+
+def place_on_bed(mesh: Mesh, settings: SliceSettings) -> Mesh:
+    """Bottom on z = 0 and (by default) centred on the bed; refuse a part that does not fit."""
+    lo, hi = mesh.bounds
+    shift = np.array([0.0, 0.0, -lo[2]])
+    if settings.center_on_bed:
+        shift[:2] = np.array([settings.bed_x, settings.bed_y]) / 2 - (lo[:2] + hi[:2]) / 2
+    lo, hi = lo + shift, hi + shift
+    bed = np.array([settings.bed_x, settings.bed_y, settings.max_z])
+    if (lo < -1e-9).any() or (hi > bed + 1e-9).any():
+        size = " x ".join(f"{s:.1f}" for s in hi - lo)
+        raise PlanError(f"mesh {mesh.name!r} ({size} mm) does not fit the {settings.bed_x:g} x {settings.bed_y:g} "
+                        f"x {settings.max_z:g} mm build volume at the place it was given (set center_on_bed)")
+    return Mesh(mesh.vertices + shift, mesh.faces, mesh.name)
+
+
+def slice_file(path: str | Path, settings: SliceSettings | None = None, *, data: bytes | None = None,
+               limits=None, allow_open: bool = False, progress: Progress | None = None) -> SliceResult:
+    """Read a mesh file (or ``data``, its bytes, with ``path`` naming it) and plan it into a print."""
+    from .mesh_io import load_mesh
+
+    steps = _Steps(progress)
+    steps.start("load")
+    mesh = load_mesh(path, data=data)
+    return _slice(mesh, settings or SliceSettings(), limits, allow_open, steps)
+
+
+def slice_mesh(mesh: Mesh, settings: SliceSettings | None = None, *, limits=None, allow_open: bool = False,
+               progress: Progress | None = None) -> SliceResult:
+    """Plan an in-memory mesh into a print (the same chain as :func:`slice_file` without loading)."""
+    return _slice(mesh, settings or SliceSettings(), limits, allow_open, _Steps(progress))
+
+
+def _slice(mesh: Mesh, settings: SliceSettings, limits, allow_open: bool, steps: _Steps) -> SliceResult:
+    from . import (
+        fdm_gcode,
+        infill,
+        layer_heights,
+        mesh_repair,
+        regions,
+        slicing,
+        toolpath,
+    )
+
+    steps.start("repair")
+    mesh, report = mesh_repair.prepare_mesh(mesh, build_volume=(settings.bed_x, settings.bed_y, settings.max_z),
+                                            allow_open=allow_open)
+    mesh = place_on_bed(mesh, settings)
+    steps.start("layers")
+    z_top, height = layer_heights.plan_layers(mesh, settings)
+    steps.start("slice")
+    stack = slicing.slice_mesh(mesh, z_top - height / 2, z_top, height)
+    steps.start("regions")
+    layer_regions = regions.build_regions(stack, settings)
+    skirt, brim = regions.skirt_and_brim(stack, settings)
+    steps.start("infill")
+    infill.fill_regions(layer_regions, settings)
+    steps.start("paths")
+    layer_paths = toolpath.order_layers(layer_regions, skirt, brim, settings)
+    steps.start("gcode")
+    text, program = fdm_gcode.emit_fdm(layer_paths, settings, limits, name=mesh.name)
+    return SliceResult(text, program, mesh, report.messages(), list(stack.notes), steps.done())
