@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 from PIL import Image, ImageDraw, ImageFont
 
 from .plan.model import PathKind, PlanError
@@ -70,27 +71,11 @@ _PREVIOUS_COLOUR = (222, 222, 222)
 _DRAW_ORDER = (OTHER, PathKind.INFILL, PathKind.SKIN, PathKind.WALL_INNER, PathKind.WALL_OUTER,
                PathKind.BRIM, PathKind.SKIRT)
 _ARC_STEP = 2 * math.pi / 64  # radians per sampled chord
-_NUM = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
-
-# One match per line that matters, in file order.  Groups: 1 move code (0-3),
-# 2 move words; 3 modal command, 4 its words; 5 comment tag, 6 its text.
-_LINE_RE = re.compile(
-    r"^[ \t]*(?:"
-    r"G0*([0-3])(?![0-9.])([^;\n]*)"
-    r"|(G9[0-2]|G2[018]|M8[23])(?![0-9.])([^;\n]*)"
-    r"|;[ \t]*(TYPE:|LAYER:|LAYER_CHANGE\b|layer[ \t]+-?[0-9])([^\n]*)"
-    r")",
-    re.M | re.I | re.ASCII,
-)
-_FILAMENT_RE = re.compile(r"filament_diameter\s*=\s*([0-9.]+)|MATERIAL\.DIAMETER:\s*([0-9.]+)", re.I)
-
-
-def _word_re(letter: str) -> re.Pattern:
-    """Exactly one match per line: the number after ``letter`` or an empty group."""
-    return re.compile(rf"^[^{letter}\n]*(?:{letter}[ \t]*({_NUM}))?", re.M | re.I | re.ASCII)
-
-
-_WORD_RES = {c: _word_re(c) for c in "XYZEIJR"}
+_NUM_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)", re.ASCII)
+_TAG_RE = re.compile(r";[ \t]*(?:(TYPE:)(.*)|LAYER:|LAYER_CHANGE\b|layer[ \t]+-?[0-9])", re.I | re.ASCII)
+_MODAL = {("G", 90), ("G", 91), ("G", 92), ("G", 28), ("G", 20), ("G", 21), ("M", 82), ("M", 83)}
+_POW10 = np.array([10.0 ** k for k in range(16)])  # all exact
+_BLANK = (ord(" "), ord("\t"), ord("\r"))
 
 
 @dataclass(frozen=True)
@@ -105,12 +90,121 @@ class PreviewLayer:
     width: float  # mm: median extrusion width estimated from E, NaN without extrusion
 
 
-def _words(text: str, letter: str, rows: int) -> np.ndarray:
-    """Values of ``letter`` per line of ``text`` (NaN where absent), float64 (rows,)."""
-    found = _WORD_RES[letter].findall(text)
-    if len(found) != rows:
-        raise AssertionError(f"word pass for {letter} saw {len(found)} lines, expected {rows}")
-    return np.array([v or "nan" for v in found], dtype=np.float64)
+class _Lines:
+    """The text as bytes with every line's command located, so that words are read
+    for all lines at once with numpy (the per-line Python work is comments and modal
+    commands only)."""
+
+    def __init__(self, text: str):
+        data = text.encode("utf-8", errors="replace")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        self.data = data
+        self.bytes = np.frombuffer(data + b"\0" * 8, dtype=np.uint8)
+        b = self.bytes
+        self.end = np.flatnonzero(b == ord("\n"))
+        self.start = np.concatenate([[0], self.end[:-1] + 1])
+        first = self.start.copy()
+        for i in np.flatnonzero(np.isin(b[first], _BLANK)).tolist():  # indented lines are rare
+            while first[i] < self.end[i] and b[first[i]] in _BLANK:
+                first[i] += 1
+        self.first = first
+        head = b[first] | 0x20  # lower case
+        digits = np.stack([b[first + k] for k in range(1, 4)], axis=1)
+        is_digit = (digits >= ord("0")) & (digits <= ord("9"))
+        n_digits = np.where(is_digit.all(axis=1), 3, np.argmin(is_digit, axis=1))
+        value = np.zeros(len(first), np.int64)
+        for k in range(3):
+            value = np.where(k < n_digits, value * 10 + digits[:, k].astype(np.int64) - ord("0"), value)
+        self.letter = np.where(n_digits > 0, head, 0)  # ord("g"), ord("m") or 0
+        self.code = np.where(n_digits > 0, value, -1)
+        self.words_from = first + 1 + n_digits
+        semicolons = np.flatnonzero(b[: len(data)] == ord(";"))
+        nxt = np.searchsorted(semicolons, first)
+        comment = np.append(semicolons, len(data))[nxt]
+        self.words_to = np.minimum(comment, self.end)
+        self.comment = b[first] == ord(";")
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def text(self, i: int) -> str:
+        return self.data[self.first[i]:self.end[i]].decode("utf-8", errors="replace").rstrip("\r")
+
+    def words(self, lines: np.ndarray, letters: str) -> dict[str, np.ndarray]:
+        """Per letter of ``letters``, the number after it on each of ``lines`` (bool mask),
+        NaN where there is none; a malformed number is a PlanError naming the line."""
+        column = np.full(256, -1, np.int64)
+        for k, c in enumerate(letters.lower()):
+            column[ord(c)] = k
+        out = np.full((len(self), len(letters)), np.nan)
+        which = np.flatnonzero(lines)
+        bad = read_words(self.bytes, which, self.words_from, self.words_to, column, out)
+        if bad >= 0:
+            raise PlanError(f"G-code line {which[bad] + 1}: bad number in {self.text(which[bad])!r}")
+        return {c: out[:, k] for k, c in enumerate(letters)}
+
+
+@njit(cache=True, nogil=True)
+def _number_at(text: np.ndarray, p: int) -> tuple[float, int, bool]:
+    """The decimal number at ``text[p:]`` (sign, digits, one point): (value, length, ok).
+
+    Exact like float(): the digits (at most 15) form an integer below 2**53, divided
+    by an exact power of ten, so the quotient is rounded once."""
+    start = p
+    negative = p < len(text) and text[p] == 45
+    if p < len(text) and (text[p] == 45 or text[p] == 43):
+        p += 1
+    mantissa = 0.0
+    fraction = 0
+    digits = 0
+    point = False
+    ok = True
+    while p < len(text):
+        c = text[p]
+        if 48 <= c <= 57:
+            mantissa = mantissa * 10.0 + (c - 48)
+            digits += 1
+            if point:
+                fraction += 1
+        elif c == 46:
+            ok = ok and not point
+            point = True
+        elif c == 43 or c == 45:
+            ok = False
+        else:
+            break
+        p += 1
+    ok = ok and 0 < digits <= 15
+    value = mantissa / _POW10[min(fraction, 15)]
+    return (-value if negative else value), p - start, ok
+
+
+@njit(cache=True, nogil=True)
+def read_words(text: np.ndarray, lines: np.ndarray, begin: np.ndarray, end: np.ndarray,
+               column: np.ndarray, out: np.ndarray) -> int:
+    """For each line ``i`` in ``lines``, the words in ``text[begin[i]:end[i]]`` (ASCII
+    bytes) whose letter (either case) has ``column[ord(lower case letter)] = k >= 0``
+    go to ``out[i, k]``; a letter with no number leaves ``out`` as it is (a firmware
+    default).  -> the position in ``lines`` of the first line with a malformed number
+    (``X1.2.3``, ``X-``, more than 15 digits), or -1."""
+    for j in range(len(lines)):
+        i = lines[j]
+        p = begin[i]
+        while p < end[i]:
+            k = column[text[p] | 32]
+            p += 1
+            if k < 0:
+                continue
+            if p < end[i] and text[p] == 32:  # Marlin allows "X 10"
+                p += 1
+            value, size, ok = _number_at(text[:end[i]], p)
+            if size > 0:
+                if not ok:
+                    return j
+                out[i, k] = value
+            p += size
+    return -1
 
 
 def _forward_index(flags: np.ndarray) -> np.ndarray:
@@ -176,12 +270,27 @@ def _arc_chords(start: np.ndarray, end: np.ndarray, ij: np.ndarray, r: np.ndarra
     return seg, arc
 
 
+def _named_words(lines: _Lines, i: int) -> dict[str, float]:
+    """Line ``i``'s words as letter -> value (0 for a bare letter); a bad number is a PlanError."""
+    words = lines.data[lines.words_from[i]:lines.words_to[i]].decode("ascii", errors="replace")
+    named = {}
+    for word in re.finditer(r"([A-Za-z])[ \t]*([^A-Za-z \t\r]*)", words):
+        value = word.group(2)
+        if value and not _NUM_RE.fullmatch(value):
+            raise PlanError(f"G-code line {i + 1}: bad number in {word.group(0)!r}: {lines.text(i)!r}")
+        named[word.group(1).upper()] = float(value) if value else 0.0
+    return named
+
+
 def _filament_diameter(text: str, default: float) -> float:
-    found = _FILAMENT_RE.search(text)
-    if found:
-        value = float(found.group(1) or found.group(2))
-        if value > 0:
-            return value
+    """The diameter a PrusaSlicer (``; filament_diameter = 1.75``) or Cura
+    (``;EXTRUDER_TRAIN.0.MATERIAL.DIAMETER:2.85``) comment states, else ``default``."""
+    for key in ("filament_diameter", "MATERIAL.DIAMETER:"):
+        at = text.find(key)
+        if at >= 0:
+            found = re.match(r"\s*=?\s*([0-9]*\.?[0-9]+)", text[at + len(key):at + len(key) + 40])
+            if found and float(found.group(1)) > 0:
+                return float(found.group(1))
     return default
 
 
@@ -191,17 +300,14 @@ def layers_from_gcode(text: str, filament_diameter: float = 1.75) -> list[Previe
     ``filament_diameter`` (mm) only serves the width estimate and yields to a
     ``filament_diameter =`` (PrusaSlicer) or ``MATERIAL.DIAMETER:`` (Cura) comment.
     """
-    found = _LINE_RE.findall(text)
-    if not found:
-        return []
-    code_s, move_words, modal_s, modal_words, tag_s, tag_text = zip(*found)
-    n = len(found)
-    code = np.array([int(c) if c else -1 for c in code_s], dtype=np.int8)
-    move = code >= 0
-    joined = "\n".join(move_words)
-    given = {c: _words(joined, c, n) for c in "XYZE"}
+    lines = _Lines(text)
+    n = len(lines)
+    g, m = ord("g"), ord("m")
+    move = (lines.letter == g) & (lines.code >= 0) & (lines.code <= 3)
+    code = lines.code
+    given = lines.words(move, "XYZE")
 
-    # modal commands and comments: few rows, a plain loop
+    # modal commands and comments: few lines, a plain loop
     abs_xyz_set = np.zeros(n, bool)
     abs_e_set = np.zeros(n, bool)
     abs_xyz_val = np.ones(n)
@@ -213,16 +319,20 @@ def layers_from_gcode(text: str, filament_diameter: float = 1.75) -> list[Previe
     marker = np.zeros(n, bool)
     axis_set = {c: np.zeros(n, bool) for c in "XYZE"}
     axis_val = {c: np.zeros(n) for c in "XYZE"}
-    for i in np.flatnonzero(~move).tolist():
-        cmd = modal_s[i].upper()
-        if not cmd:
-            tag = tag_s[i].upper()
-            if tag == "TYPE:":
+    modal = np.zeros(n, bool)
+    for letter, number in _MODAL:
+        modal |= (lines.letter == (g if letter == "G" else m)) & (code == number)
+    for i in np.flatnonzero(modal | lines.comment).tolist():
+        if lines.comment[i]:
+            tag = _TAG_RE.match(lines.text(i))
+            if tag and tag.group(1):
                 kind_set[i] = True
-                kind_val[i] = TYPE_KINDS.get(tag_text[i].strip().lower(), OTHER)
-            else:
+                kind_val[i] = TYPE_KINDS.get(tag.group(2).strip().lower(), OTHER)
+            elif tag:
                 marker[i] = True
-        elif cmd in ("G90", "G91"):
+            continue
+        cmd = f"{chr(lines.letter[i]).upper()}{code[i]}"
+        if cmd in ("G90", "G91"):
             abs_xyz_set[i] = abs_e_set[i] = True
             abs_xyz_val[i] = abs_e_val[i] = cmd == "G90"
         elif cmd in ("M82", "M83"):
@@ -232,11 +342,11 @@ def layers_from_gcode(text: str, filament_diameter: float = 1.75) -> list[Previe
             unit_set[i] = True
             unit_val[i] = 25.4 if cmd == "G20" else 1.0
         else:  # G92 (set position) or G28 (home): the named axes, or all when none is named
-            words = {m.group(1).upper(): m.group(2) for m in re.finditer(rf"([A-Za-z])[ \t]*({_NUM})?", modal_words[i])}
-            axes = [c for c in ("XYZE" if cmd == "G92" else "XYZ") if c in words] or list("XYZE" if cmd == "G92" else "XYZ")
-            for c in axes:
+            named = _named_words(lines, i)
+            axes = "XYZE" if cmd == "G92" else "XYZ"
+            for c in [c for c in axes if c in named] or axes:
                 axis_set[c][i] = True
-                axis_val[c][i] = float(words[c]) if cmd == "G92" and words.get(c) else 0.0
+                axis_val[c][i] = named.get(c, 0.0) if cmd == "G92" else 0.0
 
     scale = _carry(unit_set, unit_val, 1.0)
     absolute = {"E": _carry(abs_e_set, abs_e_val, 1.0) > 0}
@@ -281,9 +391,11 @@ def layers_from_gcode(text: str, filament_diameter: float = 1.75) -> list[Previe
     seg_row = rows
     arc_rows = np.flatnonzero(arc & (row_layer >= 0))
     if len(arc_rows):
-        joined_arcs = "\n".join(move_words[i] for i in arc_rows.tolist())
-        ij = np.stack([_words(joined_arcs, c, len(arc_rows)) for c in "IJ"], axis=1) * scale[arc_rows, None]
-        r = _words(joined_arcs, "R", len(arc_rows)) * scale[arc_rows]
+        arc_lines = np.zeros(n, bool)
+        arc_lines[arc_rows] = True
+        centre = lines.words(arc_lines, "IJR")
+        ij = np.stack([centre["I"][arc_rows], centre["J"][arc_rows]], axis=1) * scale[arc_rows, None]
+        r = centre["R"][arc_rows] * scale[arc_rows]
         start = np.stack([x0[arc_rows], y0[arc_rows]], axis=1)
         end = np.stack([x[arc_rows], y[arc_rows]], axis=1)
         arc_seg, owner = _arc_chords(start, end, ij, r, code[arc_rows] == 2)
