@@ -36,14 +36,18 @@ made at a Z higher than the current layer's.
 
 Time estimate (``duration_s``), per op:
 
-* moves (``G0``-``G3``): Marlin's own model, approximately: modal feedrate
-  (``F``, mm/min, default 1500), ``G90``/``G91``/``M82``/``M83``/``G92``/``G20``/
-  ``G21`` tracked; feedrate limited by Marlin's default per-axis maxima
-  (300/300/5/25 mm/s X/Y/Z/E); a trapezoid profile with the acceleration from
-  ``M204`` (print ``P``, travel ``T``, retract ``R``; default 3000 mm/s^2) capped by
-  the per-axis maxima (3000/3000/100/10000 mm/s^2); junction speeds from
-  Marlin's junction-deviation formula (0.013 mm).  No full look-ahead pass: the
-  entry/exit speeds are made reachable within the move itself only.
+* moves (``G0``-``G3``): the printer simulator's planner, exactly, for a host
+  that keeps the planner full (:func:`ismctl.plan.motion.move_durations`):
+  modal feedrate (``F``, mm/min, default 1500), ``G90``/``G91``/``M82``/``M83``/
+  ``G92``/``G20``/``G21`` tracked; the machine limits passed to :func:`parse`
+  (Marlin's defaults when none: 300/300/5/25 mm/s, 3000/3000/100/10000 mm/s^2,
+  M204 3000, junction deviation 0.013 mm) as changed by ``M201``/``M203``/
+  ``M204``/``M205 J`` in the file; trapezoids, junction-deviation speeds, the
+  newest move planned to stop.  After a command that lets the planner run empty
+  (``G4``, ``G28``, ``G29``, ``M0``/``M1``, ``M400``, ``M18``/``M84``, heat and
+  wait) the next move starts from rest.  ``G2``/``G3`` are timed over their arc
+  length (the simulator has no arcs).  Not modelled: ``M220`` feed override,
+  cold-extrusion prevention, heat-and-wait overlapping queued moves.
 * ``G4 P<ms>``/``G4 S<s>``: the dwell.
 * ``M109``/``M190``/``M191`` (heat and wait): a rough guess from the set-point
   change, 2 degC/s for a hotend and 0.5 degC/s for bed/chamber from 25 degC (or the
@@ -64,6 +68,7 @@ from array import array
 
 import numpy as np
 
+from .plan.motion import MotionLimits, move_durations
 from .program import Program
 
 __all__ = [
@@ -91,10 +96,9 @@ _FREE_ARGS = frozenset({115, 486})
 
 # Marlin defaults (Configuration.h / Configuration_adv.h)
 _DEFAULT_FEED_MM_MIN = 1500.0
-_MAX_FEED = np.array([300.0, 300.0, 5.0, 25.0])  # mm/s X Y Z E
-_MAX_ACCEL = np.array([3000.0, 3000.0, 100.0, 10000.0])  # mm/s^2
-_DEFAULT_ACCEL = 3000.0
-_JUNCTION_DEVIATION = 0.013  # mm
+_LIMIT_CODES = frozenset({201, 203, 204, 205})  # M-codes that change the machine limits
+# commands after which the planner has run empty (the next move starts from rest)
+_DRAINS = frozenset({("G", 4), ("G", 28), ("G", 29), ("M", 0), ("M", 1), ("M", 400), ("M", 109), ("M", 190), ("M", 191)})
 _HOME_S = 10.0
 _PROBE_S = 60.0
 _AMBIENT_C = 25.0
@@ -272,14 +276,16 @@ def _reject(s: str, ln: int, raw: str, errors: list | None) -> bool:
     return True
 
 
-def _parse(text: str, name: str, device_class: str, errors: list | None) -> Program | None:
+def _parse(text: str, name: str, device_class: str, errors: list | None, limits: MotionLimits) -> Program | None:
     commands: list[str] = []
     src = array("i")
     marker_layer = array("i")
     z_layer = array("i")
     dur_fixed = array("d")  # non-move durations (by op), moves filled later
-    # per-move rows: op, dx, dy, dz, de, v(mm/s), accel, xend, yend, zend, length_override
+    # per-move rows: op, dx, dy, dz, de, v(mm/s), limits row, xend, yend, zend, length_override, restart
     mv = array("d")
+    limits_rows = [limits]  # the limits in force, one entry per M201/M203/M204/M205
+    drained = 1.0  # the planner is empty before the next move
 
     x = y = z = e = 0.0
     e_hw = 0.0  # high-water mark of E since the last G92 E
@@ -288,7 +294,6 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
     abs_e = True
     scale = 1.0
     feed = _DEFAULT_FEED_MM_MIN
-    acc_p = acc_t = acc_r = _DEFAULT_ACCEL
     t_hot = _AMBIENT_C
     t_bed = _AMBIENT_C
     t_chamber = _AMBIENT_C
@@ -375,14 +380,11 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
                 if de > 0 and (dx or dy or length > 0) and nz > zl_z + 1e-6:
                     zl += 1
                     zl_z = nz
-                if de > 0 or de < 0:
-                    if ne > e_hw:
-                        filament += ne - e_hw
-                        e_hw = ne
-                    acc = acc_p if (dx or dy or dz) else acc_r
-                else:
-                    acc = acc_t
-                mv.extend((op, dx, dy, dz, de, feed / 60.0, acc, nx, ny, nz, length))
+                if ne > e_hw:
+                    filament += ne - e_hw
+                    e_hw = ne
+                mv.extend((op, dx, dy, dz, de, feed / 60.0, len(limits_rows) - 1, nx, ny, nz, length, drained))
+                drained = 0.0
                 x, y, z, e = nx, ny, nz, ne
             elif code == 4:
                 for w, v in words(s, p):
@@ -436,22 +438,13 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
                 abs_e = True
             elif code == 83:
                 abs_e = False
-            elif code == 204:
-                for w, v in words(s, p):
-                    c = w.upper()
-                    if not v:
-                        continue
-                    val = float(v)
-                    if val <= 0:
-                        continue
-                    if c == "S":
-                        acc_p = acc_t = val
-                    elif c == "P":
-                        acc_p = val
-                    elif c == "T":
-                        acc_t = val
-                    elif c == "R":
-                        acc_r = val
+            elif code in _LIMIT_CODES:
+                params = {w.upper(): float(v) if v else None for w, v in words(s, p)}
+                changed = limits_rows[-1].after_command(f"M{code}", params)
+                if changed != limits_rows[-1]:
+                    limits_rows.append(changed)
+            elif code in (18, 84) and "S" not in s[p:].upper():
+                drained = 1.0
             elif code in (104, 109, 140, 190, 141, 191):
                 target = None
                 cooling = False
@@ -477,6 +470,8 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
                         d = 30.0
                     else:
                         d = max(5.0, (target - max(prev, _AMBIENT_C)) / rate)
+        if (letter, code) in _DRAINS:
+            drained = 1.0
         dur_fixed.append(d)
         z_layer.append(zl)
 
@@ -488,9 +483,9 @@ def _parse(text: str, name: str, device_class: str, errors: list | None) -> Prog
     bbox = None
     position = np.full((n, 3), np.nan)
     if len(mv):
-        M = np.frombuffer(mv, dtype=np.float64).reshape(-1, 11)
+        M = np.frombuffer(mv, dtype=np.float64).reshape(-1, 12)
         ops = M[:, 0].astype(np.int64)
-        duration[ops] = _move_times(M)
+        duration[ops] = move_durations(M[:, 1:5], M[:, 5], limits_rows, limits_index=M[:, 6], path_length=M[:, 10], restart=M[:, 11] > 0)
         position[ops] = M[:, 7:10]
         position = _forward_fill(position)
         ext = M[:, 4] > 0
@@ -558,63 +553,16 @@ def _arc_length(x0, y0, x1, y1, i, j, r, clockwise, dz) -> float:
     return math.hypot(rad * sweep, dz)
 
 
-def _move_times(M: np.ndarray) -> np.ndarray:
-    """Vectorised trapezoid timing of the move rows (see the module docstring)."""
-    d4 = M[:, 1:5]
-    xyz = np.sqrt((d4[:, :3] ** 2).sum(axis=1))
-    arc = M[:, 10]
-    dist = np.where(arc >= 0, arc, xyz)
-    e_only = dist <= 0
-    dist = np.where(e_only, np.abs(d4[:, 3]), dist)
-    n = len(dist)
-    out = np.zeros(n)
-    moving = dist > 0
-    safe = np.where(moving, dist, 1.0)
-    # fraction of the move each axis takes (|d_axis| / d), E relative to the path length
-    frac = np.abs(d4) / safe[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vlim = np.where(frac > 0, _MAX_FEED / frac, np.inf).min(axis=1)
-        alim = np.where(frac > 0, _MAX_ACCEL / frac, np.inf).min(axis=1)
-    v = np.minimum(M[:, 5], vlim)
-    a = np.minimum(M[:, 6], alim)
-    v = np.where(v > 0, v, 1.0)
-    a = np.where(a > 0, a, _DEFAULT_ACCEL)
-    # unit directions (xyz; E-only moves have none -> junction speed 0)
-    u = np.where(e_only[:, None], 0.0, d4[:, :3] / np.where(xyz > 0, xyz, 1.0)[:, None])
-    vj = np.zeros(n + 1)  # junction speed before move i (index i), after the last move 0
-    if n > 1:
-        cos_theta = -(u[1:] * u[:-1]).sum(axis=1)
-        cos_theta = np.clip(cos_theta, -1.0, 1.0)
-        sin_d2 = np.sqrt(0.5 * (1.0 - cos_theta))
-        sin_d2 = np.minimum(sin_d2, 1.0 - 1e-9)
-        amin = np.minimum(a[1:], a[:-1])
-        vj_sq = amin * _JUNCTION_DEVIATION * sin_d2 / (1.0 - sin_d2)
-        j = np.minimum(np.sqrt(vj_sq), np.minimum(v[1:], v[:-1]))
-        j = np.where(e_only[1:] | e_only[:-1], 0.0, j)
-        vj[1:n] = j
-    vi = vj[:n]
-    vo = vj[1:]
-    vo = np.minimum(vo, np.sqrt(vi ** 2 + 2 * a * dist))
-    vi = np.minimum(vi, np.sqrt(vo ** 2 + 2 * a * dist))
-    d_acc = (v ** 2 - vi ** 2) / (2 * a)
-    d_dec = (v ** 2 - vo ** 2) / (2 * a)
-    cruise = d_acc + d_dec <= dist
-    t_full = (v - vi) / a + (v - vo) / a + (dist - d_acc - d_dec) / v
-    vp = np.sqrt(np.maximum((2 * a * dist + vi ** 2 + vo ** 2) / 2, 0.0))
-    t_tri = (vp - vi) / a + (vp - vo) / a
-    out = np.where(cruise, t_full, t_tri)
-    return np.where(moving, np.maximum(out, 0.0), 0.0)
-
-
-def parse(text: str, name: str = "", device_class: str = "printer") -> Program:
-    """Parse G-code text into a Program; raises GcodeError on the first malformed line."""
-    return _parse(text, name, device_class, None)
+def parse(text: str, name: str = "", device_class: str = "printer", limits: MotionLimits | None = None) -> Program:
+    """Parse G-code text into a Program timed for a machine with ``limits`` (Marlin's defaults
+    when None); raises GcodeError on the first malformed line."""
+    return _parse(text, name, device_class, None, limits or MotionLimits())
 
 
 def validate(text: str) -> list[GcodeError]:
     """Every malformed line of ``text`` (empty list when the file is good)."""
     errors: list[GcodeError] = []
-    _parse(text, "", "printer", errors)
+    _parse(text, "", "printer", errors, MotionLimits())
     return errors
 
 
