@@ -51,6 +51,13 @@ def _axis_list(text: str) -> list:
     return values
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("need a positive number")
+    return value
+
+
 def _host_port(text: str) -> tuple:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -112,9 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="max feedrate mm/s (default 300,300,5,25)")
     sim.add_argument("--max-accel", type=_axis_list, metavar="X,Y,Z,E",
                      help="max acceleration mm/s^2 (default 3000,3000,100,10000)")
+    sim.add_argument("--accel", type=_positive, metavar="MM/S2",
+                     help="print acceleration, M204 P (default 3000)")
+    sim.add_argument("--retract-accel", type=_positive, metavar="MM/S2",
+                     help="retract acceleration for E-only moves, M204 R (default 3000)")
+    sim.add_argument("--travel-accel", type=_positive, metavar="MM/S2",
+                     help="travel acceleration for moves without E, M204 T (default 3000)")
+    sim.add_argument("--junction-deviation", type=_positive, metavar="MM",
+                     help="junction deviation mm, M205 J (default 0.013)")
     sim.add_argument("--exec-log", metavar="FILE",
                      help="append every executed command (without N and checksum) to "
                           "FILE, one write per line")
+    sim.add_argument("--exec-log-times", action="store_true",
+                     help="start each exec-log line with the virtual time in seconds at "
+                          "which the command started executing, e.g. '12.500000 G1 X5'")
     faults = p.add_argument_group("fault injection (seeded)")
     faults.add_argument("--seed", type=int, default=0, help="fault seed (default 0)")
     faults.add_argument("--corrupt-rate", type=_rate, default=0.0, metavar="P",
@@ -147,28 +165,44 @@ def _announce(text: str) -> None:
         pass
 
 
+def motion_config(args: argparse.Namespace) -> MotionConfig:
+    """The planner's limits: MotionConfig's defaults, overridden by the motion options."""
+    names = ("max_feedrate", "max_accel", "accel", "retract_accel", "travel_accel",
+             "junction_deviation")
+    return MotionConfig(**{name: getattr(args, name) for name in names
+                           if getattr(args, name) is not None})
+
+
+class TimedExecLog(ExecLog):
+    """Exec log whose lines start with the virtual time the command started at."""
+
+    def __init__(self, path: str, clock: VirtualClock):
+        super().__init__(path)
+        self.clock = clock
+
+    def write(self, text: str) -> None:
+        super().write(f"{self.clock.now():.6f} {text}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.busy_interval < 0:
         raise SystemExit("--busy-interval must be >= 0")
     clock = VirtualClock(args.speed)
-    motion_config = MotionConfig()
-    if args.max_feedrate:
-        motion_config.max_feedrate = args.max_feedrate
-    if args.max_accel:
-        motion_config.max_accel = args.max_accel
     thermal = ThermalManager(ambient=args.ambient)
     for fault in args.thermal_fault:
         thermal.schedule_fault(fault.at, fault.heater, fault.kind)
     faults = LineFaults(args.seed, args.corrupt_rate, args.drop_rate,
                         args.disconnect_rate, args.disconnect_after)
-    exec_log = ExecLog(args.exec_log) if args.exec_log else None
+    exec_log = None
+    if args.exec_log:
+        exec_log = TimedExecLog(args.exec_log, clock) if args.exec_log_times else ExecLog(args.exec_log)
     if args.tcp:
         port = TcpPort(_announce, *args.tcp)
     else:
         port = PtyPort(_announce, args.link)
     _announce(port.address)
-    firmware = MarlinFirmware(clock, thermal, Planner(motion_config), faults, exec_log,
+    firmware = MarlinFirmware(clock, thermal, Planner(motion_config(args)), faults, exec_log,
                               advanced_ok=args.advanced_ok, busy_interval=args.busy_interval,
                               reply_noise=ReplyNoise(args.seed, args.reply_noise))
     signals = []   # handlers only record; the loop acts between two iterations

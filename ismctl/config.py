@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .plan.motion import MotionLimits, MotionLimitsError
+
 DEVICE_CLASSES = ("printer",)
 DEFAULT_CONFIG_NAME = "demo-cell.toml"
 
@@ -38,6 +40,7 @@ class DeviceConfig:
     baud: int = 250000
     window: int = 4
     sim: SimulatorConfig | None = None
+    motion: MotionLimits = MotionLimits()  # machine limits: the simulator runs with them, planners time moves by them
 
     @property
     def simulated(self) -> bool:
@@ -160,10 +163,19 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> CellConfig:
             s.done()
         elif "sim" in dev.table:
             raise ConfigError(path, dev.key("sim"), "only applies when port = \"sim\"")
+        motion = _motion_limits(path, dev.sub("motion"))
         dev.done()
-        devices[dev_name] = DeviceConfig(dev_name, device_class, port, baud, window, sim)
+        devices[dev_name] = DeviceConfig(dev_name, device_class, port, baud, window, sim, motion)
     top.done()
     return CellConfig(path, name, state_dir, clients, drivers, events, heartbeat_s, devices)
+
+
+def _motion_limits(path: Path, section: _Section) -> MotionLimits:
+    """``[devices.<name>.motion]``: MotionLimits' keys, every one optional (Marlin's defaults)."""
+    try:
+        return MotionLimits.from_table(section.table, where=section.prefix)
+    except MotionLimitsError as exc:
+        raise ConfigError(path, exc.key, exc.problem) from None
 
 
 def find_default() -> Path:

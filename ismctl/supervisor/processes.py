@@ -54,6 +54,19 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _motion_args(device: DeviceConfig) -> list[str]:
+    """The simulator options that give it the device's machine limits exactly (its clock and the estimates agree)."""
+    m = device.motion
+    return [
+        "--max-feedrate", ",".join(map(repr, m.max_feedrate)),
+        "--max-accel", ",".join(map(repr, m.max_accel)),
+        "--accel", repr(m.accel),
+        "--retract-accel", repr(m.retract_accel),
+        "--travel-accel", repr(m.travel_accel),
+        "--junction-deviation", repr(m.junction_deviation),
+    ]  # fmt: skip
+
+
 @dataclass
 class Child:
     """One supervised process; ``popen`` is None for an adopted simulator (not our child)."""
@@ -104,6 +117,7 @@ class ProcessManager:
             "--corrupt-rate", str(sim.corrupt_rate),
             "--drop-rate", str(sim.drop_rate),
             "--exec-log", str(self.exec_log(device)),
+            *_motion_args(device),
             *sim.extra_args,
         ]  # fmt: skip
 
