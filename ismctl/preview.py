@@ -441,30 +441,37 @@ def layers_from_gcode(text: str, filament_diameter: float = 1.75) -> list[Previe
 
 @dataclass(frozen=True)
 class PixelFrame:
-    """Millimetres to pixels, shared by all layers of a part so their images compare:
-    ``px = (x - x_min) * scale + left``, ``py = bottom - (y - y_min) * scale`` (Y up)."""
+    """The image layout shared by all layers of a part, so that their images compare:
+    a title band, a ``size`` square for the part, a legend band; millimetres map to
+    pixels as ``px = (x - x_min) * scale + left``, ``py = bottom - (y - y_min) * scale`` (Y up)."""
 
+    size: int  # px: image width and height of the drawing square
+    band: int  # px: height of the title band above and the legend band below the square
+    margin: int  # px: free border inside the square
     x_min: float
     y_min: float
     scale: float  # px per mm
     left: float
     bottom: float
+    line_px: int  # extrusion line width: the part's median extrusion width at this scale, at least 1
 
     @classmethod
-    def fit(cls, layers: list[PreviewLayer], size: int, top: int, margin: int) -> PixelFrame:
-        """Fit every layer's extrusions (or, without any, all moves) in a ``size`` square below ``top``."""
+    def for_image(cls, layers: list[PreviewLayer], size: int) -> PixelFrame:
+        """Fit every layer's extrusions (or, without any, all moves) in the ``size`` square."""
+        band = 2 * _font_px(size)
+        margin = max(4, size // 40)
         segs = [layer.segments[layer.kinds != PathKind.TRAVEL] for layer in layers]
-        pts = np.concatenate([s.reshape(-1, 2) for s in segs]) if segs else np.zeros((0, 2))
+        pts = np.concatenate([s.reshape(-1, 2) for s in segs] + [np.zeros((0, 2))])
         if not len(pts):
-            pts = np.concatenate([layer.segments.reshape(-1, 2) for layer in layers] + [np.zeros((0, 2))])
-        if not len(pts):
-            pts = np.zeros((1, 2))
+            pts = np.concatenate([layer.segments.reshape(-1, 2) for layer in layers] + [np.zeros((1, 2))])
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         span = float(max(hi[0] - lo[0], hi[1] - lo[1], 1e-3))
         scale = (size - 2 * margin) / span
         left = margin + (span - (hi[0] - lo[0])) * scale / 2
-        bottom = top + size - margin - (span - (hi[1] - lo[1])) * scale / 2
-        return cls(float(lo[0]), float(lo[1]), scale, left, bottom)
+        bottom = band + size - margin - (span - (hi[1] - lo[1])) * scale / 2
+        widths = [layer.width for layer in layers if not math.isnan(layer.width)]
+        line_px = max(1, round(float(np.median(widths)) * scale)) if widths else 1
+        return cls(size, band, margin, float(lo[0]), float(lo[1]), scale, left, bottom, line_px)
 
     def to_pixels(self, xy: np.ndarray) -> np.ndarray:
         """(..., 2) mm -> (..., 2) pixel coordinates."""
@@ -475,21 +482,22 @@ class PixelFrame:
         return out
 
 
+def _font_px(size: int) -> int:
+    return max(12, size // 55)
+
+
 def _chains(segments: np.ndarray) -> list[np.ndarray]:
     """Consecutive segments that join end to start, as polylines (drawn with round joints)."""
     if not len(segments):
         return []
     breaks = np.flatnonzero((segments[1:, :2] != segments[:-1, 2:]).any(axis=1)) + 1
-    out = []
-    for part in np.split(segments, breaks):
-        out.append(np.concatenate([part[:1, :2], part[:, 2:]]))
-    return out
+    return [np.concatenate([part[:1, :2], part[:, 2:]]) for part in np.split(segments, breaks)]
 
 
-def _draw_kind(draw: ImageDraw.ImageDraw, frame: PixelFrame, segments: np.ndarray, colour, width: int) -> None:
+def _draw_lines(draw: ImageDraw.ImageDraw, frame: PixelFrame, segments: np.ndarray, colour, width: int) -> None:
     for line in _chains(segments):
-        px = frame.to_pixels(line)
-        draw.line(px.ravel().tolist(), fill=colour, width=width, joint="curve" if width > 2 else None)
+        draw.line(frame.to_pixels(line).ravel().tolist(), fill=colour, width=width,
+                  joint="curve" if width > 2 else None)
 
 
 def render_layers(layers: list[PreviewLayer], which: list[int], out: Path, size: int = 1000,
@@ -497,10 +505,11 @@ def render_layers(layers: list[PreviewLayer], which: list[int], out: Path, size:
     """Write ``out/layer-<k>.png`` for each layer ``k`` in ``which`` (negative counts from the
     top, as in Python; the file is named by the non-negative index) and return the paths.
 
-    The image is ``size`` px wide and a title band and a legend band taller than ``size``;
-    all layers share one scale fitting the part's XY extent.  Extrusions are drawn as wide as
-    the part's median extrusion width at that scale (at least 1 px), walls over fills;
-    travels (``travels``) as thin grey lines; the layer below faintly (``previous``).
+    Layout and scale are :meth:`PixelFrame.for_image`'s: ``size`` px wide, a title band
+    (layer, z, move counts) above and a legend band (only the kinds drawn) below the
+    ``size`` square.  Extrusions are drawn as wide as the part's median extrusion width,
+    walls over fills; travels (``travels``) as 1 px grey lines under them; the layer
+    below in light grey under everything (``previous``).
     """
     count = len(layers)
     chosen = []
@@ -512,50 +521,47 @@ def render_layers(layers: list[PreviewLayer], which: list[int], out: Path, size:
     if out.exists() and not out.is_dir():
         raise PlanError(f"preview output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    font_px = max(12, size // 55)
-    font = ImageFont.load_default(size=font_px)
-    band = font_px * 2
-    margin = max(4, size // 40)
-    frame = PixelFrame.fit(layers, size, band, margin)
-    widths = [layer.width for layer in layers if not math.isnan(layer.width)]
-    line_px = max(1, round(float(np.median(widths)) * frame.scale)) if widths else 1
+    frame = PixelFrame.for_image(layers, size)
+    font = ImageFont.load_default(size=_font_px(size))
     written = []
     for k in chosen:
         layer = layers[k]
-        image = Image.new("RGB", (size, size + 2 * band), "white")
+        image = Image.new("RGB", (size, size + 2 * frame.band), "white")
         draw = ImageDraw.Draw(image)
         shown = []
         if previous and k > 0:
             below = layers[k - 1]
-            _draw_kind(draw, frame, below.segments[below.kinds != PathKind.TRAVEL], _PREVIOUS_COLOUR, line_px)
+            _draw_lines(draw, frame, below.segments[below.kinds != PathKind.TRAVEL], _PREVIOUS_COLOUR, frame.line_px)
             shown.append((_PREVIOUS_COLOUR, f"layer {k - 1}"))
         travel = layer.kinds == PathKind.TRAVEL
         if travels and travel.any():
-            _draw_kind(draw, frame, layer.segments[travel], KIND_COLOURS[PathKind.TRAVEL][0], 1)
+            _draw_lines(draw, frame, layer.segments[travel], KIND_COLOURS[PathKind.TRAVEL][0], 1)
             shown.append(KIND_COLOURS[PathKind.TRAVEL])
         for kind in _DRAW_ORDER:
             mask = layer.kinds == kind
             if mask.any():
-                _draw_kind(draw, frame, layer.segments[mask], KIND_COLOURS[kind][0], line_px)
+                _draw_lines(draw, frame, layer.segments[mask], KIND_COLOURS[kind][0], frame.line_px)
                 shown.append(KIND_COLOURS[kind])
         n_travel = int(travel.sum())
         title = (f"layer {k} of 0..{count - 1}   z = {layer.z:.3f} mm   "
                  f"{len(travel) - n_travel} extrusion and {n_travel} travel moves")
-        draw.rectangle((0, 0, size, band - 1), fill="white")
-        draw.text((margin, band // 4), title, fill="black", font=font)
-        _legend(draw, shown, size, band, margin, font, font_px)
+        _bands(draw, frame, font, title, shown)
         path = out / f"layer-{k}.png"
         image.save(path)
         written.append(path)
     return written
 
 
-def _legend(draw, entries, size: int, band: int, margin: int, font, font_px: int) -> None:
-    """A row of colour swatches and labels in the bottom band."""
+def _bands(draw: ImageDraw.ImageDraw, frame: PixelFrame, font, title: str, legend) -> None:
+    """The title above the square and a row of colour swatches with labels below it
+    (blanked first: wide lines may reach into the bands)."""
+    size, band, font_px = frame.size, frame.band, _font_px(frame.size)
+    draw.rectangle((0, 0, size, band - 1), fill="white")
+    draw.text((frame.margin, band // 4), title, fill="black", font=font)
     top = size + band
     draw.rectangle((0, top, size, top + band), fill="white")
-    x = margin
-    for colour, label in entries:
+    x = frame.margin
+    for colour, label in legend:
         draw.rectangle((x, top + band // 4, x + font_px, top + band // 4 + font_px), fill=colour, outline="black")
         x += font_px + 4
         draw.text((x, top + band // 4), label, fill="black", font=font)
