@@ -236,7 +236,8 @@ def _skin_and_sparse(index: int, fill, runs: _Intersections, settings: SliceSett
         skin = []
     else:
         skin = _opened(_difference(fill, interior), settings.min_feature)
-    sparse = _difference(fill, skin) if settings.infill_density > 0 else []
+    # the opening's corners differ from the fill area's by rounding: drop the crumbs that leaves
+    sparse = _drop_small(_difference(fill, skin), settings.min_feature**2) if settings.infill_density > 0 else []
     return skin, sparse
 
 

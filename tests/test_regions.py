@@ -1,0 +1,275 @@
+"""Regions: walls nest inside the outline, skins where the part closes, skirt and brim around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings as hyp_settings, strategies as st
+from shapely.geometry import LinearRing, MultiPolygon, Polygon
+
+from ismctl.plan.fdm_settings import SliceSettings
+from ismctl.plan.model import LayerStack, PlanError
+from ismctl.plan.regions import build_regions, convex_hull, simplify_keep, skirt_and_brim
+
+W = 0.45
+
+
+def square(x0, y0, x1, y1, cw=False):
+    p = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+    return p[::-1].copy() if cw else p
+
+
+def circle(r, n=200, c=(0.0, 0.0), cw=False):
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    p = np.c_[c[0] + r * np.cos(t), c[1] + r * np.sin(t)]
+    return p[::-1].copy() if cw else p
+
+
+def make_stack(layers, h=0.2):
+    """A LayerStack from a list of layers, each a list of oriented loops."""
+    points, loop_start, layer_start = [], [0], [0]
+    for loops in layers:
+        for loop in loops:
+            points.append(loop)
+            loop_start.append(loop_start[-1] + len(loop))
+        layer_start.append(len(loop_start) - 1)
+    z_top = h * np.arange(1, len(layers) + 1)
+    return LayerStack(z_cut=z_top - h / 2, z_top=z_top, height=np.full(len(layers), h),
+                      points=np.concatenate(points) if points else np.zeros((0, 2)),
+                      loop_start=np.array(loop_start, np.int64), layer_start=np.array(layer_start, np.int64))
+
+
+def shape(loops) -> Polygon | MultiPolygon:
+    """Shapely area of oriented loops (outlines minus holes)."""
+    outlines = [Polygon(p) for p in loops if LinearRing(p).is_ccw]
+    holes = [Polygon(p) for p in loops if not LinearRing(p).is_ccw]
+    area = Polygon()
+    for o in outlines:
+        area = area.union(o)
+    for h in holes:
+        area = area.difference(h)
+    return area
+
+
+L_SHAPE = np.array([[0, 0], [20, 0], [20, 8], [8, 8], [8, 20], [0, 20]], float)
+SHAPES = {
+    "square": [square(0, 0, 20, 20)],
+    "square_with_hole": [square(0, 0, 20, 20), square(6, 6, 14, 14, cw=True)],
+    "circle": [circle(10)],
+    "l_shape": [L_SHAPE],
+    "two_islands": [square(0, 0, 8, 8), circle(4, c=(20.0, 4.0))],
+    "thin_strip": [square(0, 0, 20, 1.2)],  # room for one wall, not two
+}
+
+
+def check_walls(loops, region, width):
+    outline = shape(loops)
+    previous = outline.buffer(-width / 2 + 1e-3)  # exact (round) offsets: miter-limited ones lie inside
+    for k, wall in enumerate(region.walls):
+        inner = previous
+        for loop in wall:
+            ring = LinearRing(loop)
+            assert ring.is_valid, f"wall {k} loop is not a simple ring"
+            assert inner.buffer(1e-4).covers(ring), f"wall {k} leaves the area inside wall {k - 1}"
+        for loop in wall:  # the bead's outer edge stays inside the outline (or the previous bead)
+            assert outline.buffer(1e-3).covers(LinearRing(loop).buffer(width / 2 - 1e-3))
+        orientation = [LinearRing(p).is_ccw for p in wall]
+        assert any(orientation)
+        previous = shape(wall).buffer(-width + 1e-3)
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_walls_nest_inside_the_outline(name):
+    loops = SHAPES[name]
+    regions = build_regions(make_stack([loops] * 3), SliceSettings(perimeters=3))
+    check_walls(loops, regions[1], W)
+    assert regions[1].walls, "no walls at all"
+
+
+def test_walls_keep_orientation_and_count():
+    loops = SHAPES["square_with_hole"]
+    region = build_regions(make_stack([loops] * 2), SliceSettings(perimeters=2))[1]
+    assert len(region.walls) == 2
+    for wall in region.walls:
+        assert sorted(LinearRing(p).is_ccw for p in wall) == [False, True]  # one outline CCW, one hole CW
+    # wall 0 of the outline lies w/2 inside the 20 mm square
+    outer = [p for p in region.walls[0] if LinearRing(p).is_ccw][0]
+    assert np.allclose(np.sort(np.unique(np.round(outer, 6))), [W / 2, 20 - W / 2])
+
+
+def test_thin_strip_gets_one_wall_and_no_fill():
+    region = build_regions(make_stack([SHAPES["thin_strip"]] * 2), SliceSettings(perimeters=2))[1]
+    assert len(region.walls) == 1 and not region.skin and not region.sparse
+
+
+def test_fill_area_is_inside_innermost_wall_plus_overlap():
+    s = SliceSettings(perimeters=2, infill_density=1.0)
+    for name, loops in SHAPES.items():
+        region = build_regions(make_stack([loops] * 2), s)[1]
+        if name == "thin_strip":
+            continue  # no fill area at all (test_thin_strip_gets_one_wall_and_no_fill)
+        allowed = shape(loops).buffer(-(2 - s.infill_overlap) * W + 1e-3)
+        assert allowed.covers(shape(region.skin)), name
+        assert shape(region.skin).area > 0.9 * allowed.area, name
+
+
+def test_closed_box_is_skin_at_bottom_and_top_sparse_between():
+    s = SliceSettings()
+    regions = build_regions(make_stack([[square(0, 0, 20, 20)]] * 50), s)  # 10 mm at 0.2 mm
+    for r in regions:
+        width = s.first_layer_line_width if r.index == 0 else s.line_width
+        fill_area = shape(r.skin).area + shape(r.sparse).area
+        assert fill_area == pytest.approx((20 - 2 * (2 - s.infill_overlap) * width) ** 2, rel=1e-6)
+        if r.index < 4 or r.index >= 46:
+            assert not r.sparse and shape(r.skin).area == pytest.approx(fill_area)
+        else:
+            assert not r.skin and shape(r.sparse).area == pytest.approx(fill_area)
+
+
+def test_step_gets_top_skin_on_the_exposed_ledge_only():
+    s = SliceSettings()
+    wide, narrow = [square(0, 0, 30, 20)], [square(0, 0, 15, 20)]
+    regions = build_regions(make_stack([wide] * 25 + [narrow] * 25), s)
+    ledge = Polygon(square(15 - 2 * W, 0, 30, 20))  # the narrow part's fill area stops at its inner wall
+    narrow_part = Polygon(square(0, 0, 15, 20)).buffer(-1.0)
+    for r in regions[21:25]:  # the 4 layers under the ledge
+        skin = shape(r.skin)
+        assert skin.area > 0 and ledge.covers(skin)
+        assert not skin.intersects(narrow_part.buffer(-1.0))
+        assert shape(r.sparse).covers(narrow_part.buffer(-1.0))
+    for r in regions[4:21]:
+        assert not r.skin
+    assert not regions[25].skin or shape(regions[25].skin).area < 1.0  # the narrow part continues: sparse
+
+
+def test_density_one_is_all_skin_and_zero_has_no_sparse():
+    stack = make_stack([[circle(10)]] * 20)
+    for r in build_regions(stack, SliceSettings(infill_density=1.0)):
+        assert r.skin and not r.sparse
+    regions = build_regions(stack, SliceSettings(infill_density=0.0))
+    assert all(not r.sparse for r in regions)
+    assert regions[0].skin and regions[-1].skin and not regions[10].skin
+
+
+def test_sphere_like_stack_has_skin_rings_and_sparse_cores():
+    zs = (np.arange(250) + 0.5) * 0.2
+    stack = make_stack([[circle(np.sqrt(max(25**2 - (z - 25) ** 2, 1.0)))] for z in zs])
+    regions = build_regions(stack, SliceSettings())
+    mid = regions[125]
+    assert mid.sparse and shape(mid.sparse).area > 1000
+    lower = regions[60]  # below the equator the layers above are wider: bottom skin ring on the outside
+    assert shape(lower.skin).area > 0 and shape(lower.sparse).area > 0
+    assert shape(lower.skin).union(shape(lower.sparse)).area == pytest.approx(
+        shape(lower.skin).area + shape(lower.sparse).area, rel=1e-6)  # skin and sparse do not overlap
+
+
+def test_negative_area_layer_is_an_error():
+    with pytest.raises(PlanError, match="layer 1"):
+        build_regions(make_stack([[square(0, 0, 5, 5)], [square(0, 0, 5, 5, cw=True)]]), SliceSettings())
+
+
+def test_non_finite_point_names_the_layer():
+    bad = square(0, 0, 5, 5)
+    bad[2, 0] = np.nan
+    with pytest.raises(PlanError, match="layer 2"):
+        build_regions(make_stack([[square(0, 0, 5, 5)]] * 2 + [[bad]]), SliceSettings())
+
+
+# ---------------------------------------------------------------- skirt and brim
+
+def test_skirt_and_brim_surround_the_first_layer():
+    s = SliceSettings(brim_width=2.0, skirt_loops=2, skirt_distance=3.0)
+    loops = SHAPES["two_islands"]
+    skirt, brim = skirt_and_brim(make_stack([loops] * 2), s)
+    w = s.first_layer_line_width
+    part = shape(loops)
+    assert len(skirt) == 2 and len(brim) == 4 * 2  # 4 loops around each island
+    for loop in brim:
+        d = part.distance(Polygon(loop).exterior)
+        assert any(abs(d - (i + 0.5) * w) < 0.01 for i in range(4))
+    hull = part.convex_hull
+    for i, loop in enumerate(skirt):
+        ring = Polygon(loop)
+        assert ring.covers(hull) and LinearRing(loop).is_ccw
+        assert hull.distance(ring.exterior) == pytest.approx(4 * w + 3.0 + (i + 0.5) * w, abs=0.01)
+
+
+def test_no_brim_and_no_skirt_when_asked():
+    assert skirt_and_brim(make_stack([[circle(5)]]), SliceSettings(skirt_loops=0)) == ([], [])
+
+
+# ---------------------------------------------------------------- kernels against slow references
+
+def reference_simplify(points, tolerance):
+    """Douglas-Peucker on one closed loop, recursive, same splitting rule as the kernel."""
+    n = len(points)
+    keep = np.zeros(n, bool)
+    if n <= 3:
+        return ~keep
+
+    def dist(p, a, b):
+        d = b - a
+        t = 0.0 if not d @ d else min(1.0, max(0.0, (p - a) @ d / (d @ d)))
+        return float(np.hypot(*(a + t * d - p)))
+
+    def split(a, b):
+        best, best_d = -1, tolerance
+        for j in range(a + 1, b):
+            d = dist(points[j % n], points[a % n], points[b % n])
+            if d > best_d:
+                best, best_d = j, d
+        if best >= 0:
+            keep[best % n] = True
+            split(a, best)
+            split(best, b)
+
+    far = int(np.argmax(np.hypot(*(points - points[0]).T)))
+    keep[0] = keep[far] = True
+    split(0, far)
+    split(far, n)
+    return keep
+
+
+@hyp_settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.5, 5.0), min_size=4, max_size=40), st.floats(0.001, 0.5))
+def test_simplify_matches_reference(radii, tolerance):
+    t = np.linspace(0, 2 * np.pi, len(radii), endpoint=False)
+    loop = np.c_[np.array(radii) * np.cos(t), np.array(radii) * np.sin(t)]
+    points = np.concatenate([loop, circle(3, 50)])
+    start = np.array([0, len(loop), len(points)], np.int64)
+    keep = simplify_keep(points, start, tolerance)
+    assert np.array_equal(keep[:len(loop)], reference_simplify(loop, tolerance))
+    assert np.array_equal(keep[len(loop):], reference_simplify(circle(3, 50), tolerance))
+
+
+@hyp_settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-10, 10), st.floats(-10, 10)), min_size=3, max_size=60, unique=True))
+def test_convex_hull_matches_shapely(pts):
+    points = np.array(pts, float)
+    reference = Polygon(points).convex_hull
+    hull = convex_hull(points)
+    if reference.area < 1e-6:
+        return
+    assert Polygon(hull).symmetric_difference(reference).area < 1e-9
+    edges = np.roll(hull, -1, axis=0) - hull
+    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    assert (turns > 0).all()  # counter-clockwise, strictly convex: no collinear points
+
+
+# ---------------------------------------------------------------- random shapes
+
+def star(radii, center=(0.0, 0.0)):
+    t = np.linspace(0, 2 * np.pi, len(radii), endpoint=False)
+    r = np.array(radii)
+    return np.c_[center[0] + r * np.cos(t), center[1] + r * np.sin(t)]
+
+
+@hyp_settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(1.0, 12.0), min_size=5, max_size=30))
+def test_random_star_walls_stay_inside(radii):
+    loops = [star(radii)]
+    region = build_regions(make_stack([loops] * 3), SliceSettings(perimeters=3))[1]
+    check_walls(loops, region, W)
+    fill = shape(region.skin).union(shape(region.sparse))
+    allowed = shape(loops).buffer(-(3 - 0.15) * W + 1e-3)
+    assert fill.difference(allowed.buffer(1e-3)).area < 1e-9
