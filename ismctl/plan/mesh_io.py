@@ -215,9 +215,10 @@ def _parse_obj(label: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     out_of_range = (index < 0) | (index >= len(vertices))
     if out_of_range.any():
         bad = int(np.argmax(out_of_range))
+        token = corners[bad].decode("latin-1")
+        defined = f"{defined_before[bad]} vertices precede it" if token.startswith("-") else f"the file has {len(vertices)} vertices"
         raise PlanError(
-            f"{label!r}: OBJ face on line {record_line(face_record[polygon[bad]])} uses vertex "
-            f"{corners[bad].decode('latin-1')}, but the file has {len(vertices)} vertices"
+            f"{label!r}: OBJ face on line {record_line(face_record[polygon[bad]])} uses vertex {token}, but {defined}"
         )
     return vertices, _fan_triangulate(index, counts)
 

@@ -285,11 +285,14 @@ def _flood_orientation(faces, edge_of_face, uses):
     m = faces.shape[0]
     n_edges = uses.shape[0]
     edge_face = np.full((n_edges, 2), -1, np.int64)
+    edge_up = np.zeros((n_edges, 2), np.bool_)  # does that face run the edge from low to high vertex
     for f in range(m):
         for k in range(3):
             e = edge_of_face[f, k]
             if uses[e] == 2:
-                edge_face[e, 0 if edge_face[e, 0] < 0 else 1] = f
+                side = 0 if edge_face[e, 0] < 0 else 1
+                edge_face[e, side] = f
+                edge_up[e, side] = faces[f, k] < faces[f, (k + 1) % 3]
     shell = np.full(m, -1, np.int64)
     flip = np.zeros(m, np.bool_)
     queue = np.empty(m, np.int64)
@@ -308,14 +311,10 @@ def _flood_orientation(faces, edge_of_face, uses):
                 e = edge_of_face[f, k]
                 if uses[e] != 2:
                     continue
-                g = edge_face[e, 0] if edge_face[e, 0] != f else edge_face[e, 1]
-                # Directions along the edge (low -> high?) must differ once flips are applied.
-                f_up = (faces[f, k] < faces[f, (k + 1) % 3]) != flip[f]
-                g_up = False
-                for kg in range(3):
-                    if edge_of_face[g, kg] == e:
-                        g_up = faces[g, kg] < faces[g, (kg + 1) % 3]
-                want_flip = g_up == f_up
+                side = 1 if edge_face[e, 0] == f else 0
+                g = edge_face[e, side]
+                # Directions along the edge must differ once flips are applied.
+                want_flip = edge_up[e, side] == (edge_up[e, 1 - side] != flip[f])
                 if shell[g] < 0:
                     shell[g] = n_shells
                     flip[g] = want_flip
