@@ -447,7 +447,7 @@ class PixelFrame:
 
     size: int  # px: image width and height of the drawing square
     band: int  # px: height of the title band above and the legend band below the square
-    margin: int  # px: free border inside the square
+    margin: float  # px: free border inside the square (plus half a line width)
     x_min: float
     y_min: float
     scale: float  # px per mm
@@ -466,11 +466,13 @@ class PixelFrame:
             pts = np.concatenate([layer.segments.reshape(-1, 2) for layer in layers] + [np.zeros((1, 2))])
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         span = float(max(hi[0] - lo[0], hi[1] - lo[1], 1e-3))
-        scale = (size - 2 * margin) / span
+        widths = [layer.width for layer in layers if not math.isnan(layer.width)]
+        width = float(np.median(widths)) if widths else 0.0
+        scale = (size - 2 * margin) / (span + width)  # half a line width more on each side
+        margin += width * scale / 2
         left = margin + (span - (hi[0] - lo[0])) * scale / 2
         bottom = band + size - margin - (span - (hi[1] - lo[1])) * scale / 2
-        widths = [layer.width for layer in layers if not math.isnan(layer.width)]
-        line_px = max(1, round(float(np.median(widths)) * scale)) if widths else 1
+        line_px = max(1, round(width * scale))
         return cls(size, band, margin, float(lo[0]), float(lo[1]), scale, left, bottom, line_px)
 
     def to_pixels(self, xy: np.ndarray) -> np.ndarray:
@@ -491,7 +493,12 @@ def _chains(segments: np.ndarray) -> list[np.ndarray]:
     if not len(segments):
         return []
     breaks = np.flatnonzero((segments[1:, :2] != segments[:-1, 2:]).any(axis=1)) + 1
-    return [np.concatenate([part[:1, :2], part[:, 2:]]) for part in np.split(segments, breaks)]
+    chains = []
+    for part in np.split(segments, breaks):
+        closed = len(part) > 2 and (part[0, :2] == part[-1, 2:]).all()
+        # a closed loop goes once more to its second point, so its start gets a joint too
+        chains.append(np.concatenate([part[:1, :2], part[:, 2:], part[:1, 2:] if closed else part[:0, 2:]]))
+    return chains
 
 
 def _draw_lines(draw: ImageDraw.ImageDraw, frame: PixelFrame, segments: np.ndarray, colour, width: int) -> None:
@@ -557,10 +564,10 @@ def _bands(draw: ImageDraw.ImageDraw, frame: PixelFrame, font, title: str, legen
     (blanked first: wide lines may reach into the bands)."""
     size, band, font_px = frame.size, frame.band, _font_px(frame.size)
     draw.rectangle((0, 0, size, band - 1), fill="white")
-    draw.text((frame.margin, band // 4), title, fill="black", font=font)
+    draw.text((4, band // 4), title, fill="black", font=font)
     top = size + band
     draw.rectangle((0, top, size, top + band), fill="white")
-    x = frame.margin
+    x = 4
     for colour, label in legend:
         draw.rectangle((x, top + band // 4, x + font_px, top + band // 4 + font_px), fill=colour, outline="black")
         x += font_px + 4
