@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -102,3 +103,45 @@ class Sim:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# -- motion time: the estimate against the simulator's virtual clock -------------------
+
+_MOVE = re.compile(r"[Gg]0*[0-3](?![0-9.])")
+
+
+def simulated_motion_s(commands, exec_log: Path, *sim_args: str) -> float:
+    """Virtual seconds the simulator (``--speed max``) takes from the start of the first move
+    in ``commands`` to the end of the last one, read from its timed exec log.
+
+    Cold extrusion is allowed first (``M302 P1``), so E moves count whether or not the
+    program heats; ``sim_args`` pass machine limits (``--max-accel ...``).
+    """
+    moves = [i for i, c in enumerate(commands) if _MOVE.match(c)]
+    if not moves:
+        raise ValueError("no G0-G3 move in the program")
+    first, last = moves[0], moves[-1]
+    with Sim("--speed", "max", "--exec-log", str(exec_log), "--exec-log-times", *sim_args) as sim:
+        sim.read_banner()
+        sim.command("M302 P1")
+        for command in commands[:last + 1]:
+            sim.command(command, timeout=120)
+        sim.command("M400", timeout=120)
+        sim.command("M105")                     # runs once the last move has finished
+    logged = [line.split(" ", 1) for line in exec_log.read_text().splitlines()]
+    start_time, start_text = logged[1 + first]
+    if start_text != commands[first] or logged[-1][1] != "M105":
+        raise AssertionError(f"exec log out of step with the program at {start_text!r}")
+    return float(logged[-1][0]) - float(start_time)
+
+
+def check_motion_estimate(program, exec_log: Path, *sim_args: str, tolerance: float = 0.05) -> tuple[float, float]:
+    """Assert that ``program``'s estimated time from its first move to its last (ops in
+    between included) is within ``tolerance`` of the simulator's; -> (estimated, simulated) s."""
+    moves = [i for i, c in enumerate(program.commands) if _MOVE.match(c)]
+    estimated = float(program.duration_s[moves[0]:moves[-1] + 1].sum())
+    simulated = simulated_motion_s(program.commands, exec_log, *sim_args)
+    assert abs(estimated - simulated) <= tolerance * simulated, (
+        f"estimated {estimated:.2f} s, simulator {simulated:.2f} s "
+        f"({(estimated / simulated - 1) * 100:+.2f} %, allowed {tolerance * 100:g} %)")
+    return estimated, simulated
