@@ -6,6 +6,9 @@ enters at the junction speed with the block before it, and that block (if it has
 not started yet) is re-timed to exit at the same speed.  The newest block always
 plans to stop, as Marlin's does.  There is no backward pass over older blocks, so
 timing is a little pessimistic for long chains of tiny segments.
+
+``ismctl.plan.motion.move_durations`` replays these rules to time programs
+(tests/test_motion.py checks it against this Planner): change both together.
 """
 
 from __future__ import annotations
