@@ -1,0 +1,478 @@
+"""Ordered layer paths to Marlin G-code text and the Program that streams it.
+
+Two Numba passes make the body: ``_build_moves`` turns the paths into records
+(travel, retract, z-hop, extrusion, layer and type markers, fan), one per line,
+with the full position and modal feedrate on every record; ``_write_lines``
+formats them into ASCII in a byte buffer (fixed 3 decimals for X Y Z, 5 for E,
+1 for F, trailing zeros trimmed, correctly rounded), since formatting a million
+floats in Python takes seconds.  The Program's commands are the body's
+non-comment lines, timed by ``motion.move_durations``.
+
+Choices:
+
+* Relative E (``M83``): every move carries its own filament length, so a program
+  resumed or split at any op needs no ``G92 E`` bookkeeping, and E keeps its 5
+  decimals however long the print (an absolute E of 10^5 mm would not).
+* Extrusion per move: ``length * width * layer_height / filament_area *
+  extrusion_multiplier`` (Cura's rectangle model: a layer extrudes its area times
+  its height).
+* Travel: a travel longer than ``retract_min_travel`` that leaves the part
+  (crosses a wall-outer loop of the layer, or has its midpoint outside them)
+  retracts and z-hops; travels inside the part do not (like Cura's combing, minus
+  the detour).  A layer without outer walls retracts on every long travel.
+* Heating, homing and the fan take 0 s in the estimate (Cura's ``;TIME:`` counts
+  motion only); ``;TIME:`` is the sum of the Program's durations.
+* ``;TYPE:`` comes before the travel to a path of a new kind; the fan (``M106``
+  / ``M107``) is set after ``;LAYER:<k>`` when it changes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+
+import numpy as np
+from numba import njit
+
+from ..program import Program
+from .fdm_settings import SliceSettings
+from .model import LayerPaths, PathKind, PlanError
+from .motion import MotionLimits, move_durations
+from .toolpath import effective_speeds
+
+# record opcodes: a G-code move or a marker line
+OP_G0, OP_G1, OP_LAYER, OP_TYPE, OP_FAN = 0, 1, 2, 3, 4
+# word bits of a move record (val columns 0..4 in this order)
+W_F, W_X, W_Y, W_Z, W_E = 1, 2, 4, 8, 16
+_WORD_LETTERS = np.frombuffer(b"FXYZE", np.uint8).copy()
+_WORD_DECIMALS = np.array([1, 3, 3, 3, 5], np.int64)  # F (mm/min), X, Y, Z, E
+#: ``;TYPE:`` names by PathKind (Cura's, BRIM ours)
+TYPE_NAMES = ("SKIRT", "BRIM", "WALL-OUTER", "WALL-INNER", "SKIN", "FILL")
+_MAX_COORD = 99_999.0  # mm: keeps every command far under Marlin's 82-byte budget
+_LINE_BYTES = 72  # upper bound of one formatted record (5 words of <= 12 bytes each)
+_END_LIFT = 10.0  # mm the nozzle rises off the finished part
+
+
+# ---------------------------------------------------------------------------
+# number formatting
+
+
+_POW10 = np.array([10.0 ** i for i in range(10)])
+
+
+@njit(cache=True, nogil=True)
+def _scaled_round(a, scale):
+    """``a * scale`` (a >= 0) rounded to the nearest integer, ties to even, on the exact product."""
+    hi = a * scale
+    n = np.floor(hi)
+    side = hi - n - 0.5
+    if abs(side) <= hi * 2.3e-16:  # within hi's rounding error of a tie: decide on the exact product
+        # Dekker's two-product: lo is the rounding error of hi, so hi + lo == a * scale exactly
+        c = 134217729.0 * a
+        ah = c - (c - a)
+        al = a - ah
+        c = 134217729.0 * scale
+        sh = c - (c - scale)
+        sl = scale - sh
+        lo = ((ah * sh - hi) + ah * sl + al * sh) + al * sl
+        side += lo  # rounding keeps the sign of the sum
+    k = np.uint64(n)
+    if side > 0.0 or (side == 0.0 and k & np.uint64(1)):
+        k += np.uint64(1)
+    return k
+
+
+@njit(cache=True, nogil=True)
+def put_number(buf, pos, x, decimals):
+    """Write ``x`` with ``decimals`` decimals at ``pos`` (correctly rounded, ties to even like
+    Python's format; trailing zeros and dot trimmed; never "-0"); returns the position after it."""
+    ten = np.uint64(10)
+    k = _scaled_round(abs(x), _POW10[decimals])
+    if k != 0 and x < 0:
+        buf[pos] = 45  # '-'
+        pos += 1
+    width = decimals  # fraction digits left after trimming trailing zeros
+    while width > 0 and k % ten == 0:
+        k //= ten
+        width -= 1
+    digits = 1
+    t = k // ten
+    while t:
+        digits += 1
+        t //= ten
+    digits = max(digits, width + 1)
+    end = pos + digits + (1 if width else 0)
+    p = end - 1
+    for i in range(digits):  # least significant first, right to left
+        if i == width and width:
+            buf[p] = 46  # '.'
+            p -= 1
+        buf[p] = 48 + np.uint8(k % ten)
+        k //= ten
+        p -= 1
+    return end
+
+
+@njit(cache=True, nogil=True)
+def _put_text(buf, pos, table, start, stop):
+    for i in range(start, stop):
+        buf[pos] = table[i]
+        pos += 1
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _write_lines(op, mask, val, arg, type_text, type_start):
+    """Every record as one line of ASCII: (all lines, the command lines only)."""
+    n = op.shape[0]
+    buf = np.empty(n * _LINE_BYTES, np.uint8)
+    cmd = np.empty(n * _LINE_BYTES, np.uint8)
+    pos = 0
+    n_cmd = 0
+    for r in range(n):
+        line = pos
+        code = op[r]
+        if code == 0 or code == 1:
+            buf[pos] = 71  # 'G'
+            buf[pos + 1] = 48 + code
+            pos += 2
+            for w in range(5):
+                if mask[r] & (1 << w):
+                    buf[pos] = 32
+                    buf[pos + 1] = _WORD_LETTERS[w]
+                    pos = put_number(buf, pos + 2, val[r, w], _WORD_DECIMALS[w])
+        elif code == 2:  # ;LAYER:<k>
+            for ch in (59, 76, 65, 89, 69, 82, 58):
+                buf[pos] = ch
+                pos += 1
+            pos = put_number(buf, pos, float(arg[r]), 0)
+        elif code == 3:  # ;TYPE:<name>
+            for ch in (59, 84, 89, 80, 69, 58):
+                buf[pos] = ch
+                pos += 1
+            pos = _put_text(buf, pos, type_text, type_start[arg[r]], type_start[arg[r] + 1])
+        else:  # fan: M106 S<0-255>, or M107 for off
+            buf[pos] = 77
+            buf[pos + 1] = 49
+            buf[pos + 2] = 48
+            if arg[r] == 0:
+                buf[pos + 3] = 55
+                pos += 4
+            else:
+                buf[pos + 3] = 54
+                buf[pos + 4] = 32
+                buf[pos + 5] = 83
+                pos = put_number(buf, pos + 6, float(arg[r]), 0)
+        buf[pos] = 10
+        pos += 1
+        if code != 2 and code != 3:
+            cmd[n_cmd:n_cmd + pos - line] = buf[line:pos]
+            n_cmd += pos - line
+    return buf[:pos], cmd[:n_cmd]
+
+
+# ---------------------------------------------------------------------------
+# records
+
+
+@njit(cache=True, nogil=True)
+def _orient(ax, ay, bx, by, cx, cy):
+    return (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+
+
+@njit(cache=True, nogil=True)
+def leaves_outline(ax, ay, bx, by, pts, path_start, loops, box):
+    """Does the travel a->b leave the area inside ``loops`` (closed paths, even-odd)?
+
+    Yes when it properly crosses a loop edge (touching at its ends does not
+    count: travels start and end on walls) or when its midpoint is outside.
+    """
+    mx = 0.5 * (ax + bx)
+    my = 0.5 * (ay + by)
+    inside = False
+    for t in range(loops.shape[0]):
+        may_cross = not (box[t, 0] > max(ax, bx) or box[t, 2] < min(ax, bx)
+                         or box[t, 1] > max(ay, by) or box[t, 3] < min(ay, by))
+        ray_may_hit = box[t, 1] <= my <= box[t, 3] and box[t, 0] <= mx  # the ray runs from the midpoint to -x
+        if not (may_cross or ray_may_hit):
+            continue
+        p = loops[t]
+        for i in range(path_start[p], path_start[p + 1] - 1):
+            px = pts[i, 0]
+            py = pts[i, 1]
+            qx = pts[i + 1, 0]
+            qy = pts[i + 1, 1]
+            if (py > my) != (qy > my):
+                if mx > px + (my - py) * (qx - px) / (qy - py):
+                    inside = not inside
+            if may_cross:
+                d1 = _orient(ax, ay, bx, by, px, py)
+                d2 = _orient(ax, ay, bx, by, qx, qy)
+                if d1 * d2 < 0.0:
+                    d3 = _orient(px, py, qx, qy, ax, ay)
+                    d4 = _orient(px, py, qx, qy, bx, by)
+                    if d3 * d4 < 0.0:
+                        return True
+    return not inside
+
+
+@njit(cache=True, nogil=True)
+def _put(op, mask, val, arg, lay, k, code, m, f, x, y, z, e, a, layer):
+    op[k] = code
+    mask[k] = m
+    val[k, 0] = f
+    val[k, 1] = x
+    val[k, 2] = y
+    val[k, 3] = z
+    val[k, 4] = e
+    arg[k] = a
+    lay[k] = layer
+    return k + 1
+
+
+@njit(cache=True, nogil=True)
+def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_paths, layer_z, layer_fan,
+                 wall_paths, wall_start, retract_e, retract_feed, travel_feed, z_hop, min_travel, end_z):
+    """Records for every layer, then the final retract and lift (see the module docstring)."""
+    n_layers = layer_z.shape[0]
+    n_paths = path_start.shape[0] - 1
+    cap = pts.shape[0] + 7 * n_paths + 3 * n_layers + 4
+    op = np.empty(cap, np.int8)
+    mask = np.empty(cap, np.int8)
+    val = np.empty((cap, 5))
+    arg = np.zeros(cap, np.int64)
+    lay = np.empty(cap, np.int32)
+    box = np.empty((wall_paths.shape[0], 4))
+    for t in range(wall_paths.shape[0]):
+        seg = pts[path_start[wall_paths[t]]:path_start[wall_paths[t] + 1]]
+        box[t, 0] = seg[:, 0].min()
+        box[t, 1] = seg[:, 1].min()
+        box[t, 2] = seg[:, 0].max()
+        box[t, 3] = seg[:, 1].max()
+    k = 0
+    x = 0.0
+    y = 0.0
+    z = 0.0
+    f = -1.0
+    kind = -1
+    fan = 0
+    for L in range(n_layers):
+        k = _put(op, mask, val, arg, lay, k, 2, 0, f, x, y, z, 0.0, L, L)
+        if layer_fan[L] != fan:
+            fan = layer_fan[L]
+            k = _put(op, mask, val, arg, lay, k, 4, 0, f, x, y, z, 0.0, fan, L)
+        z = layer_z[L]
+        m = W_Z | (W_F if f != travel_feed else 0)
+        f = travel_feed
+        k = _put(op, mask, val, arg, lay, k, 0, m, f, x, y, z, 0.0, 0, L)
+        loops = wall_paths[wall_start[L]:wall_start[L + 1]]
+        lbox = box[wall_start[L]:wall_start[L + 1]]
+        for p in range(layer_paths[L], layer_paths[L + 1]):
+            if path_kind[p] != kind:
+                kind = path_kind[p]
+                k = _put(op, mask, val, arg, lay, k, 3, 0, f, x, y, z, 0.0, kind, L)
+            s = path_start[p]
+            sx = pts[s, 0]
+            sy = pts[s, 1]
+            dist = math.hypot(sx - x, sy - y)
+            if dist > 0.0:
+                retract = (retract_e > 0.0 and dist > min_travel
+                           and (loops.shape[0] == 0 or leaves_outline(x, y, sx, sy, pts, path_start, loops, lbox)))
+                if retract:
+                    m = W_E | (W_F if f != retract_feed else 0)
+                    f = retract_feed
+                    k = _put(op, mask, val, arg, lay, k, 1, m, f, x, y, z, -retract_e, 0, L)
+                    if z_hop > 0.0:
+                        f = travel_feed
+                        k = _put(op, mask, val, arg, lay, k, 0, W_F | W_Z, f, x, y, z + z_hop, 0.0, 0, L)
+                m = W_X | W_Y | (W_F if f != travel_feed else 0)
+                f = travel_feed
+                k = _put(op, mask, val, arg, lay, k, 0, m, f, sx, sy, z + (z_hop if retract else 0.0), 0.0, 0, L)
+                x = sx
+                y = sy
+                if retract:
+                    if z_hop > 0.0:
+                        k = _put(op, mask, val, arg, lay, k, 0, W_Z, f, x, y, z, 0.0, 0, L)
+                    f = retract_feed
+                    k = _put(op, mask, val, arg, lay, k, 1, W_F | W_E, f, x, y, z, retract_e, 0, L)
+            for i in range(s + 1, path_start[p + 1]):
+                nx = pts[i, 0]
+                ny = pts[i, 1]
+                length = math.hypot(nx - x, ny - y)
+                if length <= 0.0:
+                    continue
+                m = W_X | W_Y | W_E | (W_F if f != path_feed[p] else 0)
+                f = path_feed[p]
+                k = _put(op, mask, val, arg, lay, k, 1, m, f, nx, ny, z, length * path_e_per_mm[p], 0, L)
+                x = nx
+                y = ny
+    last = n_layers - 1
+    if retract_e > 0.0:
+        m = W_E | (W_F if f != retract_feed else 0)
+        f = retract_feed
+        k = _put(op, mask, val, arg, lay, k, 1, m, f, x, y, z, -retract_e, 0, last)
+    m = W_Z | (W_F if f != travel_feed else 0)
+    f = travel_feed
+    k = _put(op, mask, val, arg, lay, k, 0, m, f, x, y, max(z, end_z), 0.0, 0, last)
+    return op[:k], mask[:k], val[:k], arg[:k], lay[:k]
+
+
+# ---------------------------------------------------------------------------
+# the emitter
+
+
+def _check_layers(layers: list[LayerPaths]) -> None:
+    for n, layer in enumerate(layers):
+        if not (math.isfinite(layer.z_top) and 0 <= layer.z_top <= _MAX_COORD and layer.height > 0):
+            raise PlanError(f"layer {layer.index} (#{n}): z_top {layer.z_top!r} / height {layer.height!r} are not printable")
+        if not (0 < layer.speed_factor <= 1 and 0 <= layer.fan <= 1):
+            raise PlanError(f"layer {layer.index}: speed_factor {layer.speed_factor!r} must be in (0, 1] "
+                            f"and fan {layer.fan!r} in [0, 1]")
+
+
+def _gather(layers: list[LayerPaths]):
+    """All paths as arrays: (points, path_start, kind, width, speed, path_layer), checked
+    vectorised; a bad path is named by its layer and position."""
+    paths = [p for layer in layers for p in layer.paths]
+    path_layer = np.repeat(np.arange(len(layers)), [len(layer.paths) for layer in layers])
+
+    def name(i: int) -> str:
+        first = np.searchsorted(path_layer, path_layer[i])
+        return f"layer {layers[path_layer[i]].index} path {i - first}"
+
+    n = len(paths)
+    count = np.fromiter((len(p.points) for p in paths), np.int64, n)
+    kind = np.fromiter((p.kind for p in paths), np.int64, n)
+    width = np.fromiter((p.width for p in paths), np.float64, n)
+    speed = np.fromiter((p.speed for p in paths), np.float64, n)
+    bad = np.flatnonzero((count < 2) | (kind < 0) | (kind >= len(TYPE_NAMES)) | ~(width > 0) | ~(speed > 0))
+    if len(bad):
+        p = paths[bad[0]]
+        raise PlanError(f"{name(bad[0])}: needs >= 2 points, an extrusion kind, width and speed > 0; got "
+                        f"{len(p.points)} points, {PathKind(p.kind).name}, width {p.width!r}, speed {p.speed!r}")
+    try:
+        pts = np.ascontiguousarray(np.concatenate([p.points for p in paths]) if paths else np.zeros((0, 2)),
+                                   dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError
+    except ValueError:
+        i = next(i for i, p in enumerate(paths) if np.ndim(p.points) != 2 or np.shape(p.points)[1] != 2)
+        raise PlanError(f"{name(i)}: points must be (n, 2), got shape {np.shape(paths[i].points)}") from None
+    path_start = np.concatenate(([0], np.cumsum(count))).astype(np.int64)
+    bad = np.flatnonzero(~(np.abs(pts) <= _MAX_COORD).all(axis=1))
+    if len(bad):
+        i = int(np.searchsorted(path_start, bad[0], side="right")) - 1
+        raise PlanError(f"{name(i)}: point {pts[bad[0]].tolist()} is not finite or beyond {_MAX_COORD:g} mm")
+    return pts, path_start, kind, width, speed, path_layer
+
+
+def _feed(mm_s) -> np.ndarray:
+    """mm/min as it will be written (1 decimal), so the timing uses what the printer reads."""
+    return np.round(np.asarray(mm_s, dtype=np.float64) * 60.0, 1)
+
+
+def format_duration(seconds: float) -> str:
+    """PrusaSlicer's ``1d 2h 3m 4s`` (leading zero units left out)."""
+    s = int(round(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m")) if v] + [f"{s}s"]
+    while len(parts) > 1 and parts[0].startswith("0"):
+        parts.pop(0)
+    return " ".join(parts)
+
+
+def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLimits | None = None,
+             name: str = "") -> tuple[str, Program]:
+    """Marlin G-code for ``layers`` and the Program of its commands (module docstring)."""
+    s = settings
+    limits = limits or MotionLimits()
+    if not layers:
+        raise PlanError(f"{name or 'print'}: nothing to print (no layers)")
+    _check_layers(layers)
+    pts, path_start, kind, width, speed, path_layer = _gather(layers)
+    layer_paths = np.concatenate(([0], np.cumsum([len(layer.paths) for layer in layers]))).astype(np.int64)
+    heights = np.array([layer.height for layer in layers], np.float64)
+    factors = np.array([layer.speed_factor for layer in layers], np.float64)
+    speed = effective_speeds(speed, factors[path_layer], s.min_print_speed)
+    filament_area = math.pi * (s.filament_diameter / 2) ** 2
+    e_per_mm = width * heights[path_layer] / filament_area * s.extrusion_multiplier
+    walls = np.flatnonzero(kind == PathKind.WALL_OUTER).astype(np.int64)
+    wall_start = np.searchsorted(path_layer[walls], np.arange(len(layers) + 1)).astype(np.int64)
+    layer_z = np.round(np.array([layer.z_top for layer in layers], np.float64), 3)
+    fan = np.round(np.array([layer.fan for layer in layers], np.float64) * 255).astype(np.int64)
+    travel_feed, retract_feed = _feed([s.travel_speed, s.retract_speed])
+    end_z = min(float(layer_z.max()) + _END_LIFT, s.max_z) if len(layers) else 0.0
+    op, mask, val, arg, lay = _build_moves(
+        pts, path_start, kind, np.ascontiguousarray(e_per_mm), _feed(speed), layer_paths, layer_z, fan,
+        walls, wall_start, float(s.retract_length), float(retract_feed), float(travel_feed), float(s.z_hop),
+        float(s.retract_min_travel), end_z)
+    # what the text will say is what we time and report
+    val[:, 1:4] = np.round(val[:, 1:4], 3)
+    val[:, 4] = np.round(val[:, 4], 5)
+
+    type_text = np.frombuffer("".join(TYPE_NAMES).encode("ascii"), np.uint8)
+    type_start = np.concatenate(([0], np.cumsum([len(t) for t in TYPE_NAMES]))).astype(np.int64)
+    body, body_cmds = _write_lines(op, mask, val, arg, type_text, type_start)
+    body = body.tobytes().decode("ascii")
+
+    is_move = op <= OP_G1
+    is_cmd = is_move | (op == OP_FAN)
+    moves = np.flatnonzero(is_move)
+    delta = val[moves, 1:5]
+    delta[:, :3] = np.diff(delta[:, :3], axis=0, prepend=np.zeros((1, 3)))
+    restart = np.zeros(len(moves), np.bool_)
+    restart[:1] = True  # the first move follows heat-and-wait: the planner starts empty
+    move_s = move_durations(delta, val[moves, 0] / 60.0, limits, restart=restart) if len(moves) else np.zeros(0)
+    duration = np.zeros(len(op))
+    duration[moves] = move_s
+    extruding = is_move & ((mask & (W_X | W_Y)) != 0) & (val[:, 4] > 0)
+    filament_mm = float(val[extruding, 4].sum())
+    filament_g = filament_mm * filament_area * s.filament_density / 1000.0
+    if extruding.any():
+        ext = np.flatnonzero(extruding)
+        ends = val[np.concatenate((ext, ext - 1)), 1:4]
+        bbox = [ends.min(axis=0).round(4).tolist(), ends.max(axis=0).round(4).tolist()]
+    else:
+        bbox = None
+    estimated = float(duration.sum())
+
+    start_cmds = [f"M140 S{s.bed_temp:g}", f"M104 S{s.nozzle_temp:g}", "G28", f"M190 S{s.bed_temp:g}",
+                  f"M109 S{s.nozzle_temp:g}", "G90", "M83", "M107"]
+    end_cmds = ["M104 S0", "M140 S0", "M107", "M84"]
+    lo, hi = bbox if bbox else ([0.0] * 3, [0.0] * 3)
+    header = [
+        ";FLAVOR:Marlin",
+        f";TIME:{int(round(estimated))}",
+        f";Filament used: {filament_mm / 1000:.5f}m",
+        f";Layer height: {s.layer_height:g}",
+        f";MINX:{lo[0]:.3f}", f";MINY:{lo[1]:.3f}", f";MINZ:{lo[2]:.3f}",
+        f";MAXX:{hi[0]:.3f}", f";MAXY:{hi[1]:.3f}", f";MAXZ:{hi[2]:.3f}",
+        f";LAYER_COUNT:{len(layers)}",
+        f";Generated with ismctl {importlib.metadata.version('ismctl')}",
+        f"; estimated printing time (normal mode) = {format_duration(estimated)}",
+        f"; filament used [mm] = {filament_mm:.2f}",
+        f"; filament used [g] = {filament_g:.2f}",
+    ]
+    text = "\n".join(header + start_cmds) + "\n" + body + "\n".join(end_cmds) + "\n"
+
+    body_cmds = body_cmds.tobytes().decode("ascii").split("\n")
+    body_cmds.pop()  # after the last newline
+    commands = start_cmds + body_cmds + end_cmds
+    first_body = len(header) + len(start_cmds) + 1
+    last_layer = len(layers) - 1
+    source_line = np.concatenate((
+        np.arange(len(header) + 1, first_body),
+        first_body + np.flatnonzero(is_cmd),
+        first_body + len(op) + np.arange(len(end_cmds))))
+    layer = np.concatenate((np.full(len(start_cmds), -1), lay[is_cmd], np.full(len(end_cmds), last_layer)))
+    homed = np.full((len(start_cmds), 3), np.nan)
+    homed[start_cmds.index("G28"):] = 0.0
+    end_pos = val[-1:, 1:4] if len(val) else np.zeros((1, 3))
+    position = np.vstack((homed, val[is_cmd, 1:4], np.repeat(end_pos, len(end_cmds), axis=0)))
+    durations = np.concatenate((np.zeros(len(start_cmds)), duration[is_cmd], np.zeros(len(end_cmds))))
+    meta = {"source": "mesh", "layers": len(layers), "estimated_s": estimated, "filament_mm": round(filament_mm, 4),
+            "filament_g": round(filament_g, 4), "bbox": bbox}
+    program = Program("printer", name, tuple(commands), source_line, layer, durations, position, meta)
+    return text, program
