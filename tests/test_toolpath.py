@@ -1,0 +1,251 @@
+"""Print order: nearest-neighbour kernel vs a slow walk, islands, seams, speeds, cooling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ismctl.plan.fdm_settings import SliceSettings
+from ismctl.plan.model import LayerRegions, PathKind, PlanError
+from ismctl.plan.toolpath import effective_speeds, greedy_order, island_of_points, order_layers
+
+
+def square(cx, cy, r, hole=False):
+    p = np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r], [cx - r, cy + r]], float)
+    return p[::-1].copy() if hole else p
+
+
+def circle(cx, cy, r, n=64, start=0.0):
+    a = start + np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.column_stack((cx + r * np.cos(a), cy + r * np.sin(a)))
+
+
+def hatch(cx, cy, r, step):
+    return [np.array([[x, cy - r], [x, cy + r]]) for x in np.arange(cx - r, cx + r + 1e-9, step)]
+
+
+def layer(index, walls=(), fill=(), sparse=(), z=None, h=0.2):
+    return LayerRegions(index, z if z is not None else 0.3 + 0.2 * index, h, [list(w) for w in walls], [], [],
+                        list(fill), list(sparse))
+
+
+# ---------------------------------------------------------------------------
+# slow references
+
+
+def slow_greedy(cand, exits, owner, n_items, start):
+    visited = [False] * n_items
+    pos = np.asarray(start, float)
+    order, chosen = [], []
+    for _ in range(n_items):
+        best, best_d = -1, math.inf
+        for c in range(len(cand)):
+            if visited[owner[c]]:
+                continue
+            d = (cand[c, 0] - pos[0]) ** 2 + (cand[c, 1] - pos[1]) ** 2
+            if d < best_d:
+                best, best_d = c, d
+        visited[owner[best]] = True
+        order.append(owner[best])
+        chosen.append(best)
+        pos = exits[best]
+    return order, chosen
+
+
+def slow_island(q, loops):
+    def inside(pt, lp):
+        x, y = pt
+        res = False
+        for i in range(len(lp)):
+            (xa, ya), (xb, yb) = lp[i], lp[(i + 1) % len(lp)]
+            if (ya > y) != (yb > y) and x < xa + (y - ya) * (xb - xa) / (yb - ya):
+                res = not res
+        return res
+
+    def area(lp):
+        x, y = lp[:, 0], lp[:, 1]
+        return abs(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) / 2
+
+    hits = [i for i, lp in enumerate(loops) if inside(q, lp)]
+    if hits:
+        return min(hits, key=lambda i: (area(loops[i]), i))
+    d = [min(np.hypot(*(lp - q).T)) for lp in loops]
+    return int(np.argmin(d))
+
+
+# ---------------------------------------------------------------------------
+# kernels
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_order_matches_slow_walk_on_lines(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    heads = rng.uniform(-50, 50, (n, 2))
+    tails = heads + rng.normal(0, 3, (n, 2))
+    cand = np.empty((2 * n, 2))
+    cand[0::2], cand[1::2] = heads, tails
+    exits = np.empty((2 * n, 2))
+    exits[0::2], exits[1::2] = tails, heads
+    owner = np.repeat(np.arange(n), 2)
+    start = rng.uniform(-80, 80, 2)
+    order, chosen = greedy_order(cand, exits, owner, n, start)
+    ref_order, ref_chosen = slow_greedy(cand, exits, owner, n, start)
+    assert order.tolist() == ref_order
+    assert chosen.tolist() == ref_chosen
+
+
+def test_greedy_order_ties_and_many_candidates_per_item():
+    # a lattice (every distance ties) and items with several candidates (loop seams)
+    g = np.array([[x, y] for x in range(8) for y in range(8)], float)
+    owner = np.arange(64) // 4
+    order, chosen = greedy_order(g, g, owner, 16, np.array([3.5, 3.5]))
+    ref_order, ref_chosen = slow_greedy(g, g, owner, 16, (3.5, 3.5))
+    assert order.tolist() == ref_order and chosen.tolist() == ref_chosen
+    # collinear points and a start far outside the grid
+    line = np.column_stack((np.linspace(0, 10, 50), np.zeros(50)))
+    order, chosen = greedy_order(line, line, np.arange(50), 50, np.array([100.0, -40.0]))
+    assert order.tolist() == slow_greedy(line, line, np.arange(50), 50, (100.0, -40.0))[0]
+    assert order.tolist() == list(range(49, -1, -1))
+
+
+def test_island_of_points_matches_slow_reference():
+    rng = np.random.default_rng(3)
+    loops = [square(0, 0, 10), square(0, 0, 3), circle(30, 0, 6, 40), square(60, 60, 2)]
+    pts = np.concatenate(loops)
+    start = np.concatenate(([0], np.cumsum([len(lp) for lp in loops]))).astype(np.int64)
+    q = rng.uniform(-15, 70, (400, 2))
+    got = island_of_points(q, pts, start)
+    assert got.tolist() == [slow_island(p, loops) for p in q]
+
+
+# ---------------------------------------------------------------------------
+# order
+
+
+def kinds(lp):
+    return [p.kind for p in lp.paths]
+
+
+def test_layer_order_skirt_brim_walls_skin_infill():
+    s = SliceSettings()
+    walls = [[square(0, 0, 10)], [square(0, 0, 9.5)], [square(0, 0, 9)]]
+    regions = [layer(0, walls, fill=hatch(0, 0, 8, 0.5)), layer(1, walls, sparse=hatch(0, 0, 8, 2.0))]
+    out = order_layers(regions, [square(0, 0, 20)], [square(0, 0, 11), square(0, 0, 10.5)], s)
+    k0 = kinds(out[0])
+    assert k0[:3] == [PathKind.SKIRT, PathKind.BRIM, PathKind.BRIM]
+    assert k0[3:6] == [PathKind.WALL_INNER, PathKind.WALL_INNER, PathKind.WALL_OUTER]
+    assert set(k0[6:]) == {PathKind.SKIN}
+    # innermost wall first: inner walls in depth order 2, 1
+    assert np.allclose(np.abs(out[0].paths[3].points).max(), 9) and np.allclose(np.abs(out[0].paths[4].points).max(), 9.5)
+    k1 = kinds(out[1])
+    assert PathKind.SKIRT not in k1 and PathKind.BRIM not in k1
+    assert k1[:3] == [PathKind.WALL_INNER, PathKind.WALL_INNER, PathKind.WALL_OUTER]
+    assert set(k1[3:]) == {PathKind.INFILL}
+    # first layer: first-layer width and speed everywhere; then per-kind speeds
+    assert {p.width for p in out[0].paths} == {s.first_layer_line_width}
+    assert {p.speed for p in out[0].paths} == {s.first_layer_speed}
+    speeds = {p.kind: p.speed for p in out[1].paths}
+    assert speeds == {PathKind.WALL_INNER: s.inner_wall_speed, PathKind.WALL_OUTER: s.outer_wall_speed,
+                      PathKind.INFILL: s.infill_speed}
+    assert {p.width for p in out[1].paths} == {s.line_width}
+
+
+def test_loops_closed_at_seam_and_lines_start_at_nearer_end():
+    out = order_layers([layer(0, [[square(0, 0, 10)]], fill=hatch(0, 0, 8, 1.0))], [], [], SliceSettings())
+    paths = out[0].paths
+    wall = paths[0].points
+    assert len(wall) == 5 and (wall[0] == wall[-1]).all()
+    end = wall[-1]
+    for p in paths[1:]:
+        # each line starts at whichever end is nearer to where the nozzle is
+        assert np.hypot(*(p.points[0] - end)) <= np.hypot(*(p.points[-1] - end)) + 1e-12
+        end = p.points[-1]
+    # the hatch is printed as a zig-zag: neighbouring lines, alternating direction
+    xs = [p.points[0, 0] for p in paths[1:]]
+    assert np.allclose(np.abs(np.diff(xs)), 1.0)
+
+
+def test_islands_nearest_first_with_holes_and_nested_island():
+    s = SliceSettings(perimeters=1)
+    big = square(0, 0, 20)
+    hole = square(0, 0, 8, hole=True)
+    inner = square(0, 0, 4)  # an island standing in the hole
+    far = square(60, 0, 5)
+    fill_big = [np.array([[-18.0, y], [-10.0, y]]) for y in (-5.0, 0.0, 5.0)]
+    fill_inner = [np.array([[-2.0, 0.0], [2.0, 0.0]])]
+    fill_far = [np.array([[57.0, 0.0], [63.0, 0.0]])]
+    regions = [layer(0, [[far, big, hole, inner]], fill=fill_far + fill_big + fill_inner)]
+    out = order_layers(regions, [], [], s)
+    paths = out[0].paths
+    walls = [p for p in paths if p.kind == PathKind.WALL_OUTER]
+    assert len(walls) == 4
+    # the path list splits into islands: each island's fill follows its own walls
+    seq = [(p.kind, round(float(np.abs(p.points).max()), 1)) for p in paths]
+    i_inner = seq.index((PathKind.WALL_OUTER, 4.0))
+    assert seq[i_inner + 1] == (PathKind.SKIN, 2.0)
+    i_far = seq.index((PathKind.WALL_OUTER, 65.0))
+    assert seq[i_far + 1] == (PathKind.SKIN, 63.0)
+    # the big island: outline and hole walls before its three fill lines
+    i_big = min(seq.index((PathKind.WALL_OUTER, 20.0)), seq.index((PathKind.WALL_OUTER, 8.0)))
+    big_block = seq[i_big:i_big + 5]
+    assert sorted(m for _, m in big_block[:2]) == [8.0, 20.0] and all(k == PathKind.SKIN for k, _ in big_block[2:])
+    # the first island is the one nearest the start (origin): the inner one, the far one last
+    assert i_inner == 0 and i_far == len(paths) - 2
+
+
+def test_seam_rear_nearest_aligned():
+    loop = circle(0, 0, 10, 36, start=0.05)
+    rear = order_layers([layer(0, [[loop]])], [], [], SliceSettings(seam="rear"))[0].paths[0].points[0]
+    assert rear[1] == loop[:, 1].max()
+    # rear ties (a square's top edge) go to the smaller x
+    sq = order_layers([layer(0, [[square(3, 3, 2)]])], [], [], SliceSettings(seam="rear"))[0].paths[0].points[0]
+    assert sq.tolist() == [1.0, 5.0]
+    # nearest: the vertex nearest the nozzle, which comes from the skirt's end
+    skirt = [np.array([[30.0, -1.0], [31.0, -1.0], [31.0, 1.0]])]
+    near = order_layers([layer(0, [[loop]])], skirt, [], SliceSettings(seam="nearest"))[0].paths[1].points[0]
+    d = np.hypot(*(loop - [30.0, -1.0]).T)
+    assert np.allclose(near, loop[np.argmin(d)])
+    # aligned: the next layer's seam is the vertex closest to this layer's seam
+    shifted = circle(0.3, 0, 10, 36, start=0.05 + np.pi / 36)
+    out = order_layers([layer(0, [[loop]]), layer(1, [[shifted]])], [], [], SliceSettings(seam="aligned"))
+    s0 = out[0].paths[0].points[0]
+    s1 = out[1].paths[0].points[0]
+    assert np.allclose(s1, shifted[np.argmin(np.hypot(*(shifted - s0).T))])
+    assert np.hypot(*(s1 - s0)) < 2.0
+
+
+def test_min_layer_time_slows_a_tiny_layer_and_turns_the_fan_up():
+    s = SliceSettings(min_layer_time=10.0, min_print_speed=5.0, fan_speed=0.5, fan_start_layer=1)
+    big_hatch = hatch(0, 0, 40, 0.5)
+    regions = [layer(0, [[square(0, 0, 42)]], fill=big_hatch), layer(1, [[square(0, 0, 42)]], fill=big_hatch),
+               layer(2, [[square(0, 0, 3)]], fill=hatch(0, 0, 2, 0.5))]
+    out = order_layers(regions, [], [], s)
+    assert [lp.fan for lp in out] == [0.0, 0.5, 1.0]
+    assert out[1].speed_factor == 1.0 and out[2].speed_factor < 1.0
+    tiny = out[2]
+    lengths = np.array([np.hypot(*np.diff(p.points, axis=0).T).sum() for p in tiny.paths])
+    speeds = effective_speeds([p.speed for p in tiny.paths], tiny.speed_factor, s.min_print_speed)
+    assert speeds.min() >= s.min_print_speed - 1e-9
+    prev = out[1].paths[-1].points[-1]
+    travel = sum(np.hypot(*(p.points[0] - q)) for p, q in zip(tiny.paths, [prev] + [p.points[-1] for p in tiny.paths[:-1]]))
+    assert (lengths / speeds).sum() + travel / s.travel_speed == pytest.approx(s.min_layer_time, rel=1e-6)
+
+
+def test_min_print_speed_bounds_the_slow_down():
+    s = SliceSettings(min_layer_time=1000.0, min_print_speed=10.0)
+    out = order_layers([layer(0, [[square(0, 0, 5)]]), layer(1, [[square(0, 0, 5)]])], [], [], s)
+    f = out[1].speed_factor
+    assert effective_speeds([s.outer_wall_speed], f, s.min_print_speed)[0] == pytest.approx(s.min_print_speed)
+
+
+def test_bad_regions_are_named():
+    with pytest.raises(PlanError, match="layer 7 wall 0 loop 0"):
+        order_layers([layer(7, [[np.zeros((2, 2))]])], [], [], SliceSettings())
+    with pytest.raises(PlanError, match="layer 0 skin line 1"):
+        order_layers([layer(0, [[square(0, 0, 5)]], fill=[np.zeros((2, 2)), np.array([[0.0, np.nan], [1, 1]])])],
+                     [], [], SliceSettings())
+    with pytest.raises(PlanError, match="no counter-clockwise outline"):
+        order_layers([layer(0, [[square(0, 0, 5, hole=True)]])], [], [], SliceSettings())
