@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .plan.fdm_settings import SliceSettings
+from .plan.model import PlanError
 from .plan.motion import MotionLimits, MotionLimitsError
 
 DEVICE_CLASSES = ("printer",)
@@ -57,6 +59,7 @@ class CellConfig:
     events: str
     heartbeat_s: float
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
+    slicing: SliceSettings = SliceSettings()  # the profile meshes submitted to this cell are sliced with
 
     @property
     def db_path(self) -> Path:
@@ -166,8 +169,17 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> CellConfig:
         motion = _motion_limits(path, dev.sub("motion"))
         dev.done()
         devices[dev_name] = DeviceConfig(dev_name, device_class, port, baud, window, sim, motion)
+    slicing = _slicing(path, top.sub("slicing"))
     top.done()
-    return CellConfig(path, name, state_dir, clients, drivers, events, heartbeat_s, devices)
+    return CellConfig(path, name, state_dir, clients, drivers, events, heartbeat_s, devices, slicing)
+
+
+def _slicing(path: Path, section: _Section) -> SliceSettings:
+    """``[slicing]``: SliceSettings' fields, every one optional (the built-in PLA profile)."""
+    try:
+        return SliceSettings.from_table(section.table)
+    except PlanError as exc:
+        raise ConfigError(path, section.prefix, str(exc)) from None
 
 
 def _motion_limits(path: Path, section: _Section) -> MotionLimits:

@@ -68,3 +68,17 @@ def test_sim_table_on_real_port_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         config.load(write(tmp_path, GOOD.replace('port = "sim"', 'port = "/dev/ttyACM0"')))
     assert err.value.key == "devices.p1.sim"
+
+
+def test_slicing_profile_is_read_and_checked(tmp_path):
+    path = tmp_path / "cell.toml"
+    base = '[cell]\nname = "c"\n[devices.printer]\nclass = "printer"\nport = "sim"\n[slicing]\n'
+    path.write_text(base + 'layer_height = 0.15\ninfill_pattern = "gyroid"\nperimeters = 3\n')
+    slicing = config.load(path).slicing
+    assert (slicing.layer_height, slicing.infill_pattern, slicing.perimeters) == (0.15, "gyroid", 3)
+    path.write_text(base + "layer_hieght = 0.15\n")
+    with pytest.raises(config.ConfigError, match="layer_hieght"):
+        config.load(path)
+    path.write_text(base + "perimeters = 2.5\n")
+    with pytest.raises(config.ConfigError, match="perimeters must be int"):
+        config.load(path)

@@ -111,17 +111,18 @@ class SliceSettings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
-    def from_table(cls, table: dict, where: str = "[slicing]") -> "SliceSettings":
+    def from_table(cls, table: dict) -> "SliceSettings":
+        """Settings from a ``[slicing]`` table; the caller names the file in its own error."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in table.items():
             if key not in fields:
-                raise PlanError(f"{where}: unknown slicing setting {key!r}")
+                raise PlanError(f"unknown slicing setting {key!r}")
             expected = type(getattr(cls(), key))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise PlanError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
+                raise PlanError(f"slicing setting {key} must be {expected.__name__}, got {value!r}")
             values[key] = value
         return cls(**values)
 
@@ -135,4 +136,7 @@ class SliceSettings:
         table = data.get("slicing", {})
         if not isinstance(table, dict):
             raise PlanError(f"{path}: [slicing] must be a table")
-        return cls.from_table(table, f"{path} [slicing]")
+        try:
+            return cls.from_table(table)
+        except PlanError as exc:
+            raise PlanError(f"{path} [slicing]: {exc}") from None
