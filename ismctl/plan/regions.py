@@ -9,12 +9,13 @@ tessellated mesh gives thousands of points per loop, so input loops are first
 simplified (Douglas-Peucker, at most ``RESOLUTION`` deviation, far below a
 line width).
 
-Walls use miter joins (limit 2): shrinking with miters never brings a
-centreline closer to the outline than the exact offset would (the miter
-corner lies inside the exact offset), keeps straight walls parallel with sharp
-corners so successive walls nest at exactly one line width, and adds no arc
-points.  Skirt and brim grow outward and use round joins: the exact outward
-offset, with no spikes at sharp corners.
+Walls are openings: the outline is shrunk exactly (round joins at reflex
+corners, so a wall never comes closer than one width to the previous one, which
+chained miter offsets do at sharp reflex corners) and grown back with miter
+joins (limit 2), which restore sharp convex corners -- straight walls stay
+parallel and nest at exactly one width -- and never come closer than half a
+width to the shrunk area's edge.  Skirt and brim grow with round joins: the
+exact outward offset, no spikes at sharp corners.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .model import LayerRegions, LayerStack, PlanError
 SCALE = 100_000.0  # Clipper units per millimetre (10 nm)
 RESOLUTION = 0.01  # mm: largest deviation allowed when simplifying input loops
 MITER_LIMIT = 2.0
-ARC_TOLERANCE = 0.005  # mm: round joins (skirt, brim) deviate from a true arc at most this much
+ARC_TOLERANCE = 0.001  # mm: round joins deviate from a true arc at most this much
 
 
 # ---------------------------------------------------------------- simplification
@@ -119,10 +120,16 @@ def _stack_paths(stack: LayerStack, first_layer_only: bool = False) -> list[list
 
 # ---------------------------------------------------------------- Clipper helpers
 
-def _offset(paths, delta_mm: float, join=pyclipper.JT_MITER):
-    """The area of ``paths`` grown (delta > 0) or shrunk (delta < 0), as oriented loops."""
+def _offset(paths, delta_mm: float, join=None):
+    """The area of ``paths`` grown (delta > 0) or shrunk (delta < 0), as oriented loops.
+
+    Shrinking is exact (round joins at reflex corners); growing keeps convex
+    corners sharp (miter) unless ``join`` says otherwise.
+    """
     if not paths:
         return []
+    if join is None:
+        join = pyclipper.JT_ROUND if delta_mm < 0 else pyclipper.JT_MITER
     offset = pyclipper.PyclipperOffset(MITER_LIMIT, ARC_TOLERANCE * SCALE)
     offset.AddPaths(paths, join, pyclipper.ET_CLOSEDPOLYGON)
     return offset.Execute(delta_mm * SCALE)
@@ -223,7 +230,7 @@ class _Intersections:
         return level[first] if second == first else _intersection(level[first], level[second])
 
 
-def _skin_and_sparse(index: int, fill, runs: _Intersections, settings: SliceSettings):
+def _skin_and_sparse(index: int, fill, runs: _Intersections, width: float, settings: SliceSettings):
     """Split a fill area into solid skin and sparse infill (see ``build_regions``)."""
     if not fill or settings.infill_density >= 1:
         return fill, []
@@ -235,9 +242,9 @@ def _skin_and_sparse(index: int, fill, runs: _Intersections, settings: SliceSett
     if _area_mm2(fill) - _area_mm2(interior) < settings.min_feature**2:
         skin = []
     else:
-        skin = _opened(_difference(fill, interior), settings.min_feature)
-    # the opening's corners differ from the fill area's by rounding: drop the crumbs that leaves
-    sparse = _drop_small(_difference(fill, skin), settings.min_feature**2) if settings.infill_density > 0 else []
+        skin = _drop_small(_opened(_difference(fill, interior), settings.min_feature), width**2)
+    # pieces smaller than a line width squared hold no line: crumbs of the opening's corners
+    sparse = _drop_small(_difference(fill, skin), width**2) if settings.infill_density > 0 else []
     return skin, sparse
 
 
@@ -262,7 +269,8 @@ def build_regions(stack: LayerStack, settings: SliceSettings) -> list[LayerRegio
     runs = _Intersections(fills, longest if settings.infill_density < 1 else 1)
     regions = []
     for index, fill in enumerate(fills):
-        skin, sparse = _skin_and_sparse(index, fill, runs, settings)
+        width = settings.first_layer_line_width if index == 0 else settings.line_width
+        skin, sparse = _skin_and_sparse(index, fill, runs, width, settings)
         regions.append(LayerRegions(index=index, z_top=float(stack.z_top[index]), height=float(stack.height[index]),
                                     walls=[_to_mm(w) for w in walls[index]], skin=_to_mm(skin), sparse=_to_mm(sparse)))
     return regions
