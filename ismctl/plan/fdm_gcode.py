@@ -377,10 +377,10 @@ def format_duration(seconds: float) -> str:
     d, s = divmod(s, 86400)
     h, s = divmod(s, 3600)
     m, s = divmod(s, 60)
-    parts = [f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m")) if v] + [f"{s}s"]
-    while len(parts) > 1 and parts[0].startswith("0"):
+    parts = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
         parts.pop(0)
-    return " ".join(parts)
+    return " ".join(f"{v}{u}" for v, u in parts)
 
 
 def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLimits | None = None,
@@ -467,10 +467,9 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         first_body + np.flatnonzero(is_cmd),
         first_body + len(op) + np.arange(len(end_cmds))))
     layer = np.concatenate((np.full(len(start_cmds), -1), lay[is_cmd], np.full(len(end_cmds), last_layer)))
-    homed = np.full((len(start_cmds), 3), np.nan)
-    homed[start_cmds.index("G28"):] = 0.0
+    unknown = np.full((len(start_cmds), 3), np.nan)  # as gcode.parse has it: known from the first move on
     end_pos = val[-1:, 1:4] if len(val) else np.zeros((1, 3))
-    position = np.vstack((homed, val[is_cmd, 1:4], np.repeat(end_pos, len(end_cmds), axis=0)))
+    position = np.vstack((unknown, val[is_cmd, 1:4], np.repeat(end_pos, len(end_cmds), axis=0)))
     durations = np.concatenate((np.zeros(len(start_cmds)), duration[is_cmd], np.zeros(len(end_cmds))))
     meta = {"source": "mesh", "layers": len(layers), "estimated_s": estimated, "filament_mm": round(filament_mm, 4),
             "filament_g": round(filament_g, 4), "bbox": bbox}
