@@ -41,7 +41,7 @@ class SliceSettings:
     infill_density: float = 0.2  # 0..1
     infill_pattern: str = "grid"
     infill_angle: float = 45.0  # degrees; alternates by 90 on successive solid layers
-    infill_overlap: float = 0.15  # fraction of a line width that infill overlaps the innermost wall
+    infill_overlap: float = 0.05  # fraction of a line width that fill overlaps the innermost wall (Cura: 5 % for skin)
     min_feature: float = 0.1  # mm; areas thinner than this are dropped
     # skirt and brim
     skirt_loops: int = 1
