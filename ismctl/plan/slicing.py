@@ -390,11 +390,17 @@ def _simplify_loops(points, loop_start, max_deviation):
     for li in range(n_loops):
         s0 = loop_start[li]
         n = loop_start[li + 1] - s0
-        ring = np.empty((n + 1, 2), np.float64)  # the loop with its first point repeated at the end
-        ring[:n] = points[s0:s0 + n]
-        ring[n] = points[s0]
+        # anchors: the lowest point in (x, y) order -- a convex hull corner, so never a removable
+        # in-between point -- and the point farthest from it split the closed loop in two runs
+        low = s0
+        for i in range(s0 + 1, s0 + n):
+            if points[i, 0] < points[low, 0] or (points[i, 0] == points[low, 0] and points[i, 1] < points[low, 1]):
+                low = i
+        ring = np.empty((n + 1, 2), np.float64)  # the loop from the low anchor, repeated at the end
+        ring[:s0 + n - low] = points[low:s0 + n]
+        ring[s0 + n - low:n] = points[s0:low]
+        ring[n] = points[low]
         keep = np.zeros(n + 1, np.bool_)
-        # anchors: the first point and the point farthest from it split the closed loop in two runs
         far = 0
         far_d = -1.0
         for i in range(n):
@@ -571,11 +577,11 @@ def _check_planes(z_cut, z_top, height):
                         f"{z_cut.shape}, {z_top.shape}, {height.shape}")
     bad = np.flatnonzero(~np.isfinite(z_cut) | ~(height > 0))
     if len(bad):
-        raise PlanError(f"slice_mesh: layer {bad[0]} has z_cut {z_cut[bad[0]]!r} and height {height[bad[0]]!r}")
+        raise PlanError(f"slice_mesh: layer {bad[0]} has z_cut {float(z_cut[bad[0]])!r} and height {float(height[bad[0]])!r}")
     bad = np.flatnonzero(np.diff(z_cut) <= 0)
     if len(bad):
-        raise PlanError(f"slice_mesh: slicing planes must rise; layer {bad[0] + 1} at z {z_cut[bad[0] + 1]!r} "
-                        f"is not above layer {bad[0]} at z {z_cut[bad[0]]!r}")
+        raise PlanError(f"slice_mesh: slicing planes must rise; layer {bad[0] + 1} at z {float(z_cut[bad[0] + 1])!r} "
+                        f"is not above layer {bad[0]} at z {float(z_cut[bad[0]])!r}")
     return z_cut, z_top, height
 
 
