@@ -218,13 +218,14 @@ def leaves_outline(ax, ay, bx, by, pts, path_start, loops, box):
 
 @njit(cache=True, nogil=True)
 def _put(op, mask, val, arg, lay, k, code, m, f, x, y, z, e, a, layer):
+    """Append a record; X Y Z and E rounded as they will be written, so timing and totals match the text."""
     op[k] = code
     mask[k] = m
     val[k, 0] = f
-    val[k, 1] = x
-    val[k, 2] = y
-    val[k, 3] = z
-    val[k, 4] = e
+    val[k, 1] = np.rint(x * 1e3) / 1e3
+    val[k, 2] = np.rint(y * 1e3) / 1e3
+    val[k, 3] = np.rint(z * 1e3) / 1e3
+    val[k, 4] = np.rint(e * 1e5) / 1e5
     arg[k] = a
     lay[k] = layer
     return k + 1
@@ -341,7 +342,8 @@ def _gather(layers: list[LayerPaths]):
         return f"layer {layers[path_layer[i]].index} path {i - first}"
 
     n = len(paths)
-    count = np.fromiter((len(p.points) for p in paths), np.int64, n)
+    points = [p.points for p in paths]
+    count = np.fromiter(map(len, points), np.int64, n)
     kind = np.fromiter((p.kind for p in paths), np.int64, n)
     width = np.fromiter((p.width for p in paths), np.float64, n)
     speed = np.fromiter((p.speed for p in paths), np.float64, n)
@@ -351,7 +353,7 @@ def _gather(layers: list[LayerPaths]):
         raise PlanError(f"{name(bad[0])}: needs >= 2 points, an extrusion kind, width and speed > 0; got "
                         f"{len(p.points)} points, {PathKind(p.kind).name}, width {p.width!r}, speed {p.speed!r}")
     try:
-        pts = np.ascontiguousarray(np.concatenate([p.points for p in paths]) if paths else np.zeros((0, 2)),
+        pts = np.ascontiguousarray(np.concatenate(points) if paths else np.zeros((0, 2)),
                                    dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 2:
             raise ValueError
@@ -408,14 +410,11 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         pts, path_start, kind, np.ascontiguousarray(e_per_mm), _feed(speed), layer_paths, layer_z, fan,
         walls, wall_start, float(s.retract_length), float(retract_feed), float(travel_feed), float(s.z_hop),
         float(s.retract_min_travel), end_z)
-    # what the text will say is what we time and report
-    val[:, 1:4] = np.round(val[:, 1:4], 3)
-    val[:, 4] = np.round(val[:, 4], 5)
 
     type_text = np.frombuffer("".join(TYPE_NAMES).encode("ascii"), np.uint8)
     type_start = np.concatenate(([0], np.cumsum([len(t) for t in TYPE_NAMES]))).astype(np.int64)
     body, body_cmds = _write_lines(op, mask, val, arg, type_text, type_start)
-    body = body.tobytes().decode("ascii")
+    body = str(body, "ascii")
 
     is_move = op <= OP_G1
     is_cmd = is_move | (op == OP_FAN)
@@ -455,9 +454,9 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         f"; filament used [mm] = {filament_mm:.2f}",
         f"; filament used [g] = {filament_g:.2f}",
     ]
-    text = "\n".join(header + start_cmds) + "\n" + body + "\n".join(end_cmds) + "\n"
+    text = "".join(("\n".join(header + start_cmds), "\n", body, "\n".join(end_cmds), "\n"))
 
-    body_cmds = body_cmds.tobytes().decode("ascii").split("\n")
+    body_cmds = str(body_cmds, "ascii").split("\n")
     body_cmds.pop()  # after the last newline
     commands = start_cmds + body_cmds + end_cmds
     first_body = len(header) + len(start_cmds) + 1
