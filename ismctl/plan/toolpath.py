@@ -261,13 +261,19 @@ def _slow_down(lengths, speeds, travel_s, settings: SliceSettings) -> float:
 # seams and groups
 
 
-def _check_array(a, what: str, min_points: int) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 2 or len(a) < min_points:
-        raise PlanError(f"{what}: expected an (n >= {min_points}, 2) point array, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise PlanError(f"{what}: has non-finite coordinates")
-    return a
+def _checked(arrays, what: str, min_points: int) -> list[np.ndarray]:
+    """``arrays`` as float64 (n, 2) point arrays of at least ``min_points`` finite points;
+    a bad one raises PlanError naming ``what`` and its position (finiteness checked in one pass)."""
+    out = [np.asarray(a, dtype=np.float64) for a in arrays]
+    for i, a in enumerate(out):
+        if a.ndim != 2 or a.shape[1] != 2 or len(a) < min_points:
+            raise PlanError(f"{what} {i}: expected an (n >= {min_points}, 2) point array, got shape {a.shape}")
+    if out:
+        bad = np.flatnonzero(~np.isfinite(np.concatenate(out)).all(axis=1))
+        if len(bad):
+            i = int(np.searchsorted(np.cumsum([len(a) for a in out]), bad[0], side="right"))
+            raise PlanError(f"{what} {i}: has non-finite coordinates")
+    return out
 
 
 def _open_loop(loop: np.ndarray) -> np.ndarray:
@@ -337,15 +343,13 @@ class _LayerOrder:
 
 def _islands(layer: LayerRegions, where: str):
     """Split a layer into islands: (outline loops, per island: wall loops by depth, skin lines, sparse lines)."""
-    walls = [[_open_loop(_check_array(lp, f"{where} wall {k} loop {i}", 3)) for i, lp in enumerate(ring)]
-             for k, ring in enumerate(layer.walls)]
-    fill = [_check_array(ln, f"{where} skin line {i}", 2) for i, ln in enumerate(layer.fill_lines)]
-    sparse = [_check_array(ln, f"{where} sparse line {i}", 2) for i, ln in enumerate(layer.sparse_lines)]
+    walls = [[_open_loop(lp) for lp in _checked(ring, f"{where} wall {k} loop", 3)] for k, ring in enumerate(layer.walls)]
+    fill = _checked(layer.fill_lines, f"{where} skin line", 2)
+    sparse = _checked(layer.sparse_lines, f"{where} sparse line", 2)
     if walls and walls[0]:
         candidates = walls[0]
     else:
-        candidates = [_open_loop(_check_array(lp, f"{where} region loop {i}", 3))
-                      for i, lp in enumerate(list(layer.skin) + list(layer.sparse))]
+        candidates = [_open_loop(lp) for lp in _checked(list(layer.skin) + list(layer.sparse), f"{where} region loop", 3)]
     outline_of = [i for i, lp in enumerate(candidates) if _signed_area(lp) > 0]
     outlines = [candidates[i] for i in outline_of]
     if not outlines:
@@ -396,9 +400,9 @@ def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: lis
             PathKind.SKIN: s.skin_speed, PathKind.INFILL: s.infill_speed}
         order = _LayerOrder(s, nozzle, prev_seams)
         if first:
-            order.loops(PathKind.SKIRT, [_open_loop(_check_array(lp, f"skirt loop {i}", 3)) for i, lp in enumerate(skirt)],
+            order.loops(PathKind.SKIRT, [_open_loop(lp) for lp in _checked(skirt, "skirt loop", 3)],
                         width, speed[PathKind.SKIRT])
-            order.loops(PathKind.BRIM, [_open_loop(_check_array(lp, f"brim loop {i}", 3)) for i, lp in enumerate(brim)],
+            order.loops(PathKind.BRIM, [_open_loop(lp) for lp in _checked(brim, "brim loop", 3)],
                         width, speed[PathKind.BRIM])
         islands = _islands(layer, where)
         if islands:
@@ -416,7 +420,7 @@ def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: lis
         paths = order.paths
         factor = 1.0
         if paths:
-            lengths = np.array([_length(p.points) for p in paths])
+            lengths = _path_lengths([p.points for p in paths])
             speeds = np.array([p.speed for p in paths])
             ends = np.array([nozzle] + [p.points[-1] for p in paths[:-1]])
             starts = np.array([p.points[0] for p in paths])
@@ -430,5 +434,10 @@ def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: lis
     return out
 
 
-def _length(points: np.ndarray) -> float:
-    return float(np.hypot(*np.diff(points, axis=0).T).sum())
+def _path_lengths(points: list[np.ndarray]) -> np.ndarray:
+    """Length of each polyline, in one vectorised pass over all of them."""
+    counts = np.fromiter(map(len, points), np.int64, len(points))
+    seg = np.hypot(*np.diff(np.concatenate(points), axis=0).T)
+    seg = np.append(seg, 0.0)
+    seg[np.cumsum(counts) - 1] = 0.0  # the step from one path's end to the next path's start
+    return np.add.reduceat(seg, np.concatenate(([0], np.cumsum(counts)[:-1])))
