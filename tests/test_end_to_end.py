@@ -4,12 +4,16 @@ Each test ends by comparing the simulator's executed-command log with the
 program: nothing lost, nothing doubled.
 """
 
+import json
 import os
 import signal
+
+import numpy as np
 
 from conftest import DEMO_PART, wait_for
 
 from drivers.marlin import is_host_command
+from ismctl.client import CommandFailed
 from ismctl.execlog import compare_exec_log
 from ismctl.gcode import parse
 
@@ -201,3 +205,38 @@ def test_commands_real_slicers_emit_run_through_the_cell(make_cell):
     job = cell.call("submit", name="slicer", gcode=text)["job"]
     assert cell.wait_job(job, ("completed", "failed"))["state"] == "completed", cell.log_tail()
     assert compare_exec_log(program, cell.exec_log.read_text().splitlines(), is_host_command) == ""
+
+
+def test_mesh_submitted_to_the_cell_is_sliced_and_prints_exactly(make_cell, tmp_path):
+    """`ismctl submit part.stl`: the cell slices with its profile, stores the G-code, prints it to completed."""
+    import subprocess
+    import sys
+
+    import trimesh
+
+    from ismctl.plan import fdm
+    from ismctl.plan.fdm_settings import SliceSettings
+
+    stl = tmp_path / "tube.stl"
+    trimesh.creation.annulus(r_min=4.0, r_max=7.0, height=2.0, sections=48).export(stl)
+    cell = make_cell(speed="max", corrupt_rate=0.002, seed=5).start()
+    cell.wait_idle()
+    done = subprocess.run([sys.executable, "-m", "ismctl", "submit", str(stl), "--config", str(cell.config_path),
+                           "--state-dir", str(cell.state_dir), "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)["job"]
+    assert cell.wait_job(job, ("completed", "failed"), timeout_s=300)["state"] == "completed", cell.log_tail()
+    expected = fdm.slice_file(stl, SliceSettings()).program  # the cell's profile is the built-in one
+    assert compare_exec_log(expected.commands, cell.exec_log.read_text().splitlines(), is_host_command) == ""
+
+
+def test_a_broken_mesh_fails_its_job_with_the_reason(make_cell):
+    cell = make_cell(speed="max").start()
+    reply_error = None
+    try:
+        cell.client.call("submit_mesh", arrays=[np.frombuffer(b"solid x\nfacet oops\n", np.uint8)], name="bad.stl")
+    except CommandFailed as exc:
+        reply_error = exc.reply.body
+    assert reply_error is not None and reply_error["result"] == "validation_error"
+    assert "bad.stl" in reply_error["error"]
+    assert cell.job(reply_error["job"])["state"] == "failed"

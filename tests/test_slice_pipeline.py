@@ -22,6 +22,7 @@ from ismctl import gcode
 from ismctl.plan import fdm
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import Mesh, PlanError
+from sim_helpers import check_motion_estimate
 
 FILAMENT_AREA = math.pi * (1.75 / 2) ** 2
 
@@ -200,3 +201,9 @@ def test_cli_names_a_broken_mesh(tmp_path):
     assert done.returncode == 1
     assert "broken.stl" in done.stderr and "Traceback" not in done.stderr
     assert not stl.with_suffix(".gcode").exists()
+
+
+def test_time_estimate_within_5_percent_of_the_simulator(sliced_tube, tmp_path):
+    _, _, result = sliced_tube
+    estimated, simulated = check_motion_estimate(result.program, tmp_path / "exec.log")
+    assert estimated > 60  # a real print, not a degenerate program
