@@ -40,8 +40,9 @@ from .model import LayerPaths, PathKind, PlanError
 from .motion import MotionLimits, move_durations
 from .toolpath import effective_speeds
 
-# record opcodes: a G-code move or a marker line
-OP_G0, OP_G1, OP_LAYER, OP_TYPE, OP_FAN = 0, 1, 2, 3, 4
+# record opcodes (one command each) and note kinds (comment lines between records)
+OP_G0, OP_G1, OP_FAN = 0, 1, 2
+NOTE_LAYER, NOTE_TYPE = 0, 1
 # word bits of a move record (val columns 0..4 in this order)
 W_F, W_X, W_Y, W_Z, W_E = 1, 2, 4, 8, 16
 _WORD_LETTERS = np.frombuffer(b"FXYZE", np.uint8).copy()
@@ -122,36 +123,38 @@ def _put_text(buf, pos, table, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def _write_lines(op, mask, val, arg, type_text, type_start):
-    """Every record as one line of ASCII: (all lines, the command lines only)."""
+def _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, type_start, first_line):
+    """Every record as one line of ASCII, the notes (``;LAYER:``, ``;TYPE:``) between them:
+    (all lines, the command lines only, 1-based line of each record counting from ``first_line``)."""
     n = op.shape[0]
-    buf = np.empty(n * _LINE_BYTES, np.uint8)
+    buf = np.empty(n * _LINE_BYTES + note_at.shape[0] * 24, np.uint8)
     cmd = np.empty(n * _LINE_BYTES, np.uint8)
+    line_of = np.empty(n, np.int32)
     pos = 0
     n_cmd = 0
-    for r in range(n):
-        line = pos
+    line_no = first_line
+    j = 0
+    for r in range(n + 1):
+        while j < note_at.shape[0] and note_at[j] == r:
+            if note_kind[j] == NOTE_LAYER:
+                for ch in (59, 76, 65, 89, 69, 82, 58):  # ;LAYER:
+                    buf[pos] = ch
+                    pos += 1
+                pos = put_number(buf, pos, float(note_arg[j]), 0)
+            else:
+                for ch in (59, 84, 89, 80, 69, 58):  # ;TYPE:
+                    buf[pos] = ch
+                    pos += 1
+                pos = _put_text(buf, pos, type_text, type_start[note_arg[j]], type_start[note_arg[j] + 1])
+            buf[pos] = 10
+            pos += 1
+            line_no += 1
+            j += 1
+        if r == n:
+            break
+        start = pos
         code = op[r]
-        if code == 0 or code == 1:
-            buf[pos] = 71  # 'G'
-            buf[pos + 1] = 48 + code
-            pos += 2
-            for w in range(5):
-                if mask[r] & (1 << w):
-                    buf[pos] = 32
-                    buf[pos + 1] = _WORD_LETTERS[w]
-                    pos = put_number(buf, pos + 2, val[r, w], _WORD_DECIMALS[w])
-        elif code == 2:  # ;LAYER:<k>
-            for ch in (59, 76, 65, 89, 69, 82, 58):
-                buf[pos] = ch
-                pos += 1
-            pos = put_number(buf, pos, float(arg[r]), 0)
-        elif code == 3:  # ;TYPE:<name>
-            for ch in (59, 84, 89, 80, 69, 58):
-                buf[pos] = ch
-                pos += 1
-            pos = _put_text(buf, pos, type_text, type_start[arg[r]], type_start[arg[r] + 1])
-        else:  # fan: M106 S<0-255>, or M107 for off
+        if code == OP_FAN:  # M106 S<0-255>, or M107 for off
             buf[pos] = 77
             buf[pos + 1] = 49
             buf[pos + 2] = 48
@@ -163,12 +166,22 @@ def _write_lines(op, mask, val, arg, type_text, type_start):
                 buf[pos + 4] = 32
                 buf[pos + 5] = 83
                 pos = put_number(buf, pos + 6, float(arg[r]), 0)
+        else:
+            buf[pos] = 71  # 'G'
+            buf[pos + 1] = 48 + code
+            pos += 2
+            for w in range(5):
+                if mask[r] & (1 << w):
+                    buf[pos] = 32
+                    buf[pos + 1] = _WORD_LETTERS[w]
+                    pos = put_number(buf, pos + 2, val[r, w], _WORD_DECIMALS[w])
         buf[pos] = 10
         pos += 1
-        if code != 2 and code != 3:
-            cmd[n_cmd:n_cmd + pos - line] = buf[line:pos]
-            n_cmd += pos - line
-    return buf[:pos], cmd[:n_cmd]
+        cmd[n_cmd:n_cmd + pos - start] = buf[start:pos]
+        n_cmd += pos - start
+        line_of[r] = line_no
+        line_no += 1
+    return buf[:pos], cmd[:n_cmd], line_of
 
 
 # ---------------------------------------------------------------------------
@@ -237,12 +250,16 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
     """Records for every layer, then the final retract and lift (see the module docstring)."""
     n_layers = layer_z.shape[0]
     n_paths = path_start.shape[0] - 1
-    cap = pts.shape[0] + 7 * n_paths + 3 * n_layers + 4
+    cap = pts.shape[0] + 6 * n_paths + 2 * n_layers + 2
     op = np.empty(cap, np.int8)
     mask = np.empty(cap, np.int8)
     val = np.empty((cap, 5))
     arg = np.zeros(cap, np.int64)
     lay = np.empty(cap, np.int32)
+    note_at = np.empty(n_layers + n_paths, np.int64)
+    note_kind = np.empty(n_layers + n_paths, np.int8)
+    note_arg = np.empty(n_layers + n_paths, np.int64)
+    kn = 0
     box = np.empty((wall_paths.shape[0], 4))
     for t in range(wall_paths.shape[0]):
         seg = pts[path_start[wall_paths[t]]:path_start[wall_paths[t] + 1]]
@@ -258,10 +275,13 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
     kind = -1
     fan = 0
     for L in range(n_layers):
-        k = _put(op, mask, val, arg, lay, k, 2, 0, f, x, y, z, 0.0, L, L)
+        note_at[kn] = k
+        note_kind[kn] = NOTE_LAYER
+        note_arg[kn] = L
+        kn += 1
         if layer_fan[L] != fan:
             fan = layer_fan[L]
-            k = _put(op, mask, val, arg, lay, k, 4, 0, f, x, y, z, 0.0, fan, L)
+            k = _put(op, mask, val, arg, lay, k, OP_FAN, 0, f, x, y, z, 0.0, fan, L)
         z = layer_z[L]
         m = W_Z | (W_F if f != travel_feed else 0)
         f = travel_feed
@@ -271,7 +291,10 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
         for p in range(layer_paths[L], layer_paths[L + 1]):
             if path_kind[p] != kind:
                 kind = path_kind[p]
-                k = _put(op, mask, val, arg, lay, k, 3, 0, f, x, y, z, 0.0, kind, L)
+                note_at[kn] = k
+                note_kind[kn] = NOTE_TYPE
+                note_arg[kn] = kind
+                kn += 1
             s = path_start[p]
             sx = pts[s, 0]
             sy = pts[s, 1]
@@ -315,7 +338,7 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
     m = W_Z | (W_F if f != travel_feed else 0)
     f = travel_feed
     k = _put(op, mask, val, arg, lay, k, 0, m, f, x, y, max(z, end_z), 0.0, 0, last)
-    return op[:k], mask[:k], val[:k], arg[:k], lay[:k]
+    return op[:k], mask[:k], val[:k], arg[:k], lay[:k], note_at[:kn], note_kind[:kn], note_arg[:kn]
 
 
 # ---------------------------------------------------------------------------
@@ -394,7 +417,8 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         raise PlanError(f"{name or 'print'}: nothing to print (no layers)")
     _check_layers(layers)
     pts, path_start, kind, width, speed, path_layer = _gather(layers)
-    layer_paths = np.concatenate(([0], np.cumsum([len(layer.paths) for layer in layers]))).astype(np.int64)
+    per_layer = np.array([len(layer.paths) for layer in layers], np.int64)
+    layer_paths = np.concatenate(([0], np.cumsum(per_layer))).astype(np.int64)
     heights = np.array([layer.height for layer in layers], np.float64)
     factors = np.array([layer.speed_factor for layer in layers], np.float64)
     speed = effective_speeds(speed, factors[path_layer], s.min_print_speed)
@@ -406,36 +430,27 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
     fan = np.round(np.array([layer.fan for layer in layers], np.float64) * 255).astype(np.int64)
     travel_feed, retract_feed = _feed([s.travel_speed, s.retract_speed])
     end_z = min(float(layer_z.max()) + _END_LIFT, s.max_z) if len(layers) else 0.0
-    op, mask, val, arg, lay = _build_moves(
+    op, mask, val, arg, lay, note_at, note_kind, note_arg = _build_moves(
         pts, path_start, kind, np.ascontiguousarray(e_per_mm), _feed(speed), layer_paths, layer_z, fan,
         walls, wall_start, float(s.retract_length), float(retract_feed), float(travel_feed), float(s.z_hop),
         float(s.retract_min_travel), end_z)
 
-    type_text = np.frombuffer("".join(TYPE_NAMES).encode("ascii"), np.uint8)
-    type_start = np.concatenate(([0], np.cumsum([len(t) for t in TYPE_NAMES]))).astype(np.int64)
-    body, body_cmds = _write_lines(op, mask, val, arg, type_text, type_start)
-    body = str(body, "ascii")
-
-    is_move = op <= OP_G1
-    is_cmd = is_move | (op == OP_FAN)
-    moves = np.flatnonzero(is_move)
-    delta = val[moves, 1:5]
-    delta[:, :3] = np.diff(delta[:, :3], axis=0, prepend=np.zeros((1, 3)))
-    restart = np.zeros(len(moves), np.bool_)
+    # every record is timed as a move: a fan record does not move and takes 0 s without breaking the chain
+    delta = val[:, 1:5].copy()
+    delta[:, :3] = np.diff(delta[:, :3], axis=0, prepend=delta[:1, :3])
+    feed = np.where(val[:, 0] > 0, val[:, 0], travel_feed) / 60.0
+    restart = np.zeros(len(op), np.bool_)
     restart[:1] = True  # the first move follows heat-and-wait: the planner starts empty
-    move_s = move_durations(delta, val[moves, 0] / 60.0, limits, restart=restart) if len(moves) else np.zeros(0)
-    duration = np.zeros(len(op))
-    duration[moves] = move_s
-    extruding = is_move & ((mask & (W_X | W_Y)) != 0) & (val[:, 4] > 0)
+    duration = move_durations(delta, feed, limits, restart=restart) if len(op) else np.zeros(0)
+    estimated = float(duration.sum())
+    extruding = (op == OP_G1) & ((mask & (W_X | W_Y)) != 0) & (val[:, 4] > 0)
     filament_mm = float(val[extruding, 4].sum())
     filament_g = filament_mm * filament_area * s.filament_density / 1000.0
-    if extruding.any():
-        ext = np.flatnonzero(extruding)
-        ends = val[np.concatenate((ext, ext - 1)), 1:4]
-        bbox = [ends.min(axis=0).round(4).tolist(), ends.max(axis=0).round(4).tolist()]
-    else:
-        bbox = None
-    estimated = float(duration.sum())
+    bbox = None
+    if extruding.any():  # the ends of extruding moves are the path points, as written
+        xy = np.rint(pts * 1e3) / 1e3
+        z = layer_z[per_layer > 0]
+        bbox = [[*xy.min(axis=0).round(4).tolist(), float(z.min())], [*xy.max(axis=0).round(4).tolist(), float(z.max())]]
 
     start_cmds = [f"M140 S{s.bed_temp:g}", f"M104 S{s.nozzle_temp:g}", "G28", f"M190 S{s.bed_temp:g}",
                   f"M109 S{s.nozzle_temp:g}", "G90", "M83", "M107"]
@@ -454,22 +469,23 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         f"; filament used [mm] = {filament_mm:.2f}",
         f"; filament used [g] = {filament_g:.2f}",
     ]
-    text = "".join(("\n".join(header + start_cmds), "\n", body, "\n".join(end_cmds), "\n"))
-
+    type_text = np.frombuffer("".join(TYPE_NAMES).encode("ascii"), np.uint8)
+    type_start = np.concatenate(([0], np.cumsum([len(t) for t in TYPE_NAMES]))).astype(np.int64)
+    first_body = len(header) + len(start_cmds) + 1
+    body, body_cmds, line_of = _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, type_start,
+                                            first_body)
+    text = "".join(("\n".join(header + start_cmds), "\n", str(body, "ascii"), "\n".join(end_cmds), "\n"))
     body_cmds = str(body_cmds, "ascii").split("\n")
     body_cmds.pop()  # after the last newline
     commands = start_cmds + body_cmds + end_cmds
-    first_body = len(header) + len(start_cmds) + 1
-    last_layer = len(layers) - 1
-    source_line = np.concatenate((
-        np.arange(len(header) + 1, first_body),
-        first_body + np.flatnonzero(is_cmd),
-        first_body + len(op) + np.arange(len(end_cmds))))
-    layer = np.concatenate((np.full(len(start_cmds), -1), lay[is_cmd], np.full(len(end_cmds), last_layer)))
-    unknown = np.full((len(start_cmds), 3), np.nan)  # as gcode.parse has it: known from the first move on
+    n_start, n_end = len(start_cmds), len(end_cmds)
+    end_line = first_body + len(op) + len(note_at)
+    source_line = np.concatenate((np.arange(len(header) + 1, first_body), line_of, np.arange(end_line, end_line + n_end)))
+    layer = np.concatenate((np.full(n_start, -1), lay, np.full(n_end, len(layers) - 1)))
+    unknown = np.full((n_start, 3), np.nan)  # as gcode.parse has it: known from the first move on
     end_pos = val[-1:, 1:4] if len(val) else np.zeros((1, 3))
-    position = np.vstack((unknown, val[is_cmd, 1:4], np.repeat(end_pos, len(end_cmds), axis=0)))
-    durations = np.concatenate((np.zeros(len(start_cmds)), duration[is_cmd], np.zeros(len(end_cmds))))
+    position = np.vstack((unknown, val[:, 1:4], np.repeat(end_pos, n_end, axis=0)))
+    durations = np.concatenate((np.zeros(n_start), duration, np.zeros(n_end)))
     meta = {"source": "mesh", "layers": len(layers), "estimated_s": estimated, "filament_mm": round(filament_mm, 4),
             "filament_g": round(filament_g, 4), "bbox": bbox}
     program = Program("printer", name, tuple(commands), source_line, layer, durations, position, meta)
