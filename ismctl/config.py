@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .plan.fdm_settings import SliceSettings
 from .plan.model import PlanError
-from .plan.motion import MotionLimits, MotionLimitsError
+from .plan.motion_limits import MotionLimits, MotionLimitsError
 
 DEVICE_CLASSES = ("printer",)
 DEFAULT_CONFIG_NAME = "demo-cell.toml"
