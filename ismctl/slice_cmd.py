@@ -96,7 +96,7 @@ def _printer_limits(path: Path):
 
     cell = cellconfig.load(path)
     printers = [d for d in cell.devices.values() if d.device_class == "printer"]
-    return getattr(printers[0], "motion", None) if printers else None
+    return printers[0].motion if printers else None
 
 
 class StepBar:

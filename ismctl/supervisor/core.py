@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from .. import bus, wire
+from .. import bus, gcode, wire
 from ..config import CellConfig, DeviceConfig
 from ..machines import CELL, DEVICE, Refused, StateModel
 from ..plan.model import MESH_SUFFIXES
@@ -66,7 +66,7 @@ class Supervisor:
         self.factory = MessageFactory("supervisor")
         self.counters = bus.Counters()
         self.store = Store(config.db_path)
-        self.book = JobBook(self.store, slicer=self._slice)
+        self.book = JobBook(self.store, slicer=self._slice, motion_for=lambda device: config.devices[device].motion if device in config.devices else None)
         self.cell = StateModel(CELL)
         self.cell.interlock("reset", self._devices_not_safe)
         self.devices = {name: DeviceLink(dev) for name, dev in config.devices.items()}
@@ -103,6 +103,9 @@ class Supervisor:
             "event": self.on_driver_event,
             "reply": self.on_driver_reply,
         }
+        # Load the timing kernel now, not on the planner thread during the first submit:
+        # Numba's start-up holds the GIL for a second or more, which would stall this loop.
+        gcode.parse("G1 X1 F600", name="warm-up")
         for job in self.book.load():
             log.warning("job %d is interrupted: the supervisor stopped while it ran (resume with `ismctl resume %d`)", job.id, job.id)
         self.cell.trigger_or_refuse("online")
@@ -223,8 +226,7 @@ class Supervisor:
         """Runs on the planner thread: the cell's [slicing] profile, the device's motion limits."""
         from ..plan import fdm
 
-        dev = self.config.devices[device]
-        return fdm.slice_file(name, self.config.slicing, data=mesh, limits=getattr(dev, "motion", None)).gcode
+        return fdm.slice_file(name, self.config.slicing, data=mesh, limits=self.config.devices[device].motion).gcode
 
     def _submit(self, identity, msg, source: str | None = None, mesh: bytes | None = None):
         device = self._device_for(msg.body.get("device"))

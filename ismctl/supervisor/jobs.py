@@ -46,9 +46,10 @@ class Job:
 class JobBook:
     """Owns job state: every transition is persisted before it is published or acknowledged."""
 
-    def __init__(self, store: Store, slicer=None):
+    def __init__(self, store: Store, slicer=None, motion_for=None):
         self.store = store
         self.slicer = slicer  # (name, mesh bytes, device) -> G-code text; the cell's profile and the device's limits
+        self.motion_for = motion_for or (lambda device: None)  # device -> MotionLimits that time its programs
         self.jobs: dict[int, Job] = {}
         self.planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
         self.planning: dict[int, Future] = {}
@@ -91,7 +92,7 @@ class JobBook:
             text = source if mesh is None else self.slicer(job.record.name, mesh, job.record.device)
             if save:
                 self.store.save_source(job.id, text)
-            return gcode.parse(text, name=job.record.name)
+            return gcode.parse(text, name=job.record.name, limits=self.motion_for(job.record.device))
 
         self.planning[job.id] = self.planner.submit(store_and_parse)
 
