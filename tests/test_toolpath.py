@@ -215,6 +215,16 @@ def test_seam_rear_nearest_aligned():
     s1 = out[1].paths[0].points[0]
     assert np.allclose(s1, shifted[np.argmin(np.hypot(*(shifted - s0).T))])
     assert np.hypot(*(s1 - s0)) < 2.0
+    # two islands: each loop aligns with its own seam below, not with the other island's
+    skirt = [np.array([[-30.0, -30.0], [-29.0, -30.0], [-29.0, -29.0]])]  # seam "nearest" to (-30, -30) on layer 0
+    first = [[circle(0, 0, 10, 36), circle(50, 0, 10, 36)]]
+    second = [[circle(0.3, 0, 10, 36, start=0.05), circle(50.3, 0, 10, 36, start=0.05)]]
+    out = order_layers([layer(0, first), layer(1, second)], skirt, [], SliceSettings(seam="aligned"))
+    below = {round(float(p.points[0, 0]) / 50): p.points[0] for p in out[0].paths[1:]}
+    above = {round(float(p.points[0, 0]) / 50): p.points[0] for p in out[1].paths}
+    assert below.keys() == above.keys() == {0, 1}
+    for island in (0, 1):
+        assert np.hypot(*(above[island] - below[island])) < 2.0
 
 
 def test_min_layer_time_slows_a_tiny_layer_and_turns_the_fan_up():

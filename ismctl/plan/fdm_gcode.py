@@ -1,12 +1,13 @@
 """Ordered layer paths to Marlin G-code text and the Program that streams it.
 
-Two Numba passes make the body: ``_build_moves`` turns the paths into records
-(travel, retract, z-hop, extrusion, layer and type markers, fan), one per line,
-with the full position and modal feedrate on every record; ``_write_lines``
-formats them into ASCII in a byte buffer (fixed 3 decimals for X Y Z, 5 for E,
-1 for F, trailing zeros trimmed, correctly rounded), since formatting a million
-floats in Python takes seconds.  The Program's commands are the body's
-non-comment lines, timed by ``motion.move_durations``.
+Two Numba passes make the body: ``_build_moves`` turns the paths into records,
+one per command (travel, retract, z-hop, extrusion, fan), each with the full
+position and modal feedrate, plus notes for the ``;LAYER:``/``;TYPE:`` comment
+lines between them; ``_write_lines`` formats both into ASCII in a byte buffer
+(fixed 3 decimals for X Y Z, 5 for E, 1 for F, trailing zeros trimmed, correctly
+rounded), since formatting a million floats in Python takes seconds.  The
+Program's ops are the records (plus start and end commands), timed in one
+``motion.move_durations`` call.
 
 Choices:
 

@@ -294,8 +294,9 @@ class _LayerOrder:
     def _seam(self, loop: np.ndarray) -> int:
         mode = self.settings.seam
         if mode == "aligned" and len(self.prev_seams):
-            d = ((loop[:, None, :] - self.prev_seams[None, :, :]) ** 2).sum(axis=2).min(axis=1)
-            return int(np.argmin(d))
+            # this loop's seam below is the previous seam nearest its centre; take the vertex nearest that
+            below = self.prev_seams[np.argmin(((self.prev_seams - loop.mean(axis=0)) ** 2).sum(axis=1))]
+            return int(np.argmin(((loop - below) ** 2).sum(axis=1)))
         # "rear" (and "aligned" with nothing to align to): largest y, then smallest x
         return int(np.lexsort((loop[:, 0], -np.round(loop[:, 1], 6)))[0])
 
