@@ -203,6 +203,14 @@ def test_seam_rear_nearest_aligned():
     # rear ties (a square's top edge) go to the smaller x
     sq = order_layers([layer(0, [[square(3, 3, 2)]])], [], [], SliceSettings(seam="rear"))[0].paths[0].points[0]
     assert sq.tolist() == [1.0, 5.0]
+    # rear with a concave corner (a notch) within two line widths of the rearmost vertex: the seam hides there
+    notched = np.array([[0, 0], [10, 0], [10, 10], [6.0, 10], [5.5, 9.5], [5.0, 10.2], [0, 10]], float)
+    hidden = order_layers([layer(0, [[notched]])], [], [], SliceSettings(seam="rear"))[0].paths[0].points[0]
+    assert hidden.tolist() == [5.5, 9.5]
+    far_notch = notched.copy()
+    far_notch[3:5, 0] += 3.0  # the notch, now at (8.5, 9.5), is out of reach of the rear vertex (5, 10.2)
+    kept = order_layers([layer(0, [[far_notch]])], [], [], SliceSettings(seam="rear"))[0].paths[0].points[0]
+    assert kept.tolist() == [5.0, 10.2]
     # nearest: the vertex nearest the nozzle, which comes from the skirt's end
     skirt = [np.array([[30.0, -1.0], [31.0, -1.0], [31.0, 1.0]])]
     near = order_layers([layer(0, [[loop]])], skirt, [], SliceSettings(seam="nearest"))[0].paths[1].points[0]

@@ -11,7 +11,15 @@ seam is the only one that marks the surface.
 Within a group, paths go nearest-first from where the nozzle is (a Numba greedy
 walk over path ends on a uniform grid, so thousands of fill lines per layer cost
 milliseconds); an open line may be printed backwards to start at its nearer end,
-a closed loop starts at its seam and repeats that point at the end.
+a closed loop starts at its seam and repeats that point at the end.  Islands go
+nearest-first by their outline vertices (an island is taken to be left where it
+was entered).
+
+Seams: ``rear`` is the vertex with the largest y (then the smallest x),
+``nearest`` the vertex nearest the nozzle, ``aligned`` the vertex nearest the
+seam placed below (the previous layer's seam nearest the loop's centre; ``rear``
+on the first layer).  ``rear`` and ``aligned`` seams move into a sharp concave
+corner within ``SEAM_CORNER_REACH`` line widths, where they do not show.
 
 Cooling: a layer whose estimated time is under ``min_layer_time`` is slowed by
 ``speed_factor``; each path then runs at ``effective_speeds`` (its speed times the
@@ -276,6 +284,24 @@ def _checked(arrays, what: str, min_points: int) -> list[np.ndarray]:
     return out
 
 
+#: how far (in line widths) a seam may move to hide in a concave corner
+SEAM_CORNER_REACH = 2.0
+_SHARP = math.sin(math.radians(30))  # a corner turning less than this is no hiding place
+
+
+def _hide_in_corner(loop: np.ndarray, k: int, reach: float) -> int:
+    """Vertex ``k``, or the sharpest concave corner within ``reach`` of it: a seam there hides
+    in the corner instead of marking a flat face.  Material is left of every loop (outlines
+    counter-clockwise, holes clockwise), so a concave corner is a right turn."""
+    near = np.flatnonzero(((loop - loop[k]) ** 2).sum(axis=1) <= reach * reach)
+    into = loop[near] - loop[near - 1]
+    out = loop[(near + 1) % len(loop)] - loop[near]
+    norm = np.hypot(*into.T) * np.hypot(*out.T)
+    turn = (into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]) / np.where(norm > 0, norm, np.inf)
+    best = int(np.argmin(turn))
+    return int(near[best]) if turn[best] < -_SHARP else k
+
+
 def _open_loop(loop: np.ndarray) -> np.ndarray:
     """A loop without its closing point (some producers repeat the first point at the end)."""
     return loop[:-1] if len(loop) > 3 and (loop[0] == loop[-1]).all() else loop
@@ -296,9 +322,10 @@ class _LayerOrder:
         if mode == "aligned" and len(self.prev_seams):
             # this loop's seam below is the previous seam nearest its centre; take the vertex nearest that
             below = self.prev_seams[np.argmin(((self.prev_seams - loop.mean(axis=0)) ** 2).sum(axis=1))]
-            return int(np.argmin(((loop - below) ** 2).sum(axis=1)))
-        # "rear" (and "aligned" with nothing to align to): largest y, then smallest x
-        return int(np.lexsort((loop[:, 0], -np.round(loop[:, 1], 6)))[0])
+            k = int(np.argmin(((loop - below) ** 2).sum(axis=1)))
+        else:  # "rear" (and "aligned" with nothing to align to): largest y, then smallest x
+            k = int(np.lexsort((loop[:, 0], -np.round(loop[:, 1], 6)))[0])
+        return _hide_in_corner(loop, k, SEAM_CORNER_REACH * self.settings.line_width)
 
     def loops(self, kind: PathKind, loops: list[np.ndarray], width: float, speed: float) -> None:
         if not loops:
