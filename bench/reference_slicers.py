@@ -12,7 +12,8 @@ resources/definitions and resources/extruders.
 The common settings (``BenchSettings``): 0.2 mm layers (0.3 mm first layer),
 2 perimeters, 4 top and 4 bottom solid layers, 20 % grid infill, 0.4 mm
 nozzle, 1.75 mm filament, one skirt loop, a 220 x 220 x 250 mm bed, Marlin
-flavour.  How each tool is told (only what differs from its defaults matters):
+flavour, 0.4 mm extrusion width everywhere (Cura's default; PrusaSlicer's,
+slic3r's and ours are told, else they would pick about 0.45 mm).  How each tool is told (only what differs from its defaults matters):
 
 - CuraEngine evaluates none of the formulas in fdmprinter.def.json, it takes
   each setting's ``default_value``: so the derived settings are given too,
@@ -172,8 +173,8 @@ def prusa_tool(s: BenchSettings) -> Tool:
                 "--perimeters", str(s.perimeters),
                 "--top-solid-layers", str(s.top_layers), "--bottom-solid-layers", str(s.bottom_layers),
                 "--fill-density", f"{_fmt(s.infill_percent)}%", "--fill-pattern", s.infill_pattern,
-                "--nozzle-diameter", _fmt(s.nozzle), "--filament-diameter", _fmt(s.filament),
-                "--skirts", str(s.skirt_loops),
+                "--nozzle-diameter", _fmt(s.nozzle), "--extrusion-width", _fmt(s.line_width),
+                "--filament-diameter", _fmt(s.filament), "--skirts", str(s.skirt_loops),
                 "--bed-shape", f"0x0,{_fmt(w)}x0,{_fmt(w)}x{_fmt(d)},0x{_fmt(d)}", "--max-print-height", _fmt(h),
                 "--center", f"{_fmt(cx)},{_fmt(cy)}", "--gcode-flavor", "marlin",
                 "-o", str(out), str(mesh)]
@@ -199,8 +200,8 @@ def slic3r_tool(s: BenchSettings) -> Tool:
                 "--perimeters", str(s.perimeters),
                 "--top-solid-layers", str(s.top_layers), "--bottom-solid-layers", str(s.bottom_layers),
                 "--fill-density", f"{_fmt(s.infill_percent)}%", "--fill-pattern", s.infill_pattern,
-                "--nozzle-diameter", _fmt(s.nozzle), "--filament-diameter", _fmt(s.filament),
-                "--skirts", str(s.skirt_loops),
+                "--nozzle-diameter", _fmt(s.nozzle), "--extrusion-width", _fmt(s.line_width),
+                "--filament-diameter", _fmt(s.filament), "--skirts", str(s.skirt_loops),
                 "--print-center", f"{_fmt(cx)},{_fmt(cy)}", "--gcode-flavor", "reprap", "--gcode-comments",
                 "-o", str(out), str(mesh)]
 
