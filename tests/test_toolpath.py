@@ -242,6 +242,8 @@ def test_min_layer_time_slows_a_tiny_layer_and_turns_the_fan_up():
                layer(2, [[square(0, 0, 3)]], fill=hatch(0, 0, 2, 0.5))]
     out = order_layers(regions, [], [], s)
     assert [lp.fan for lp in out] == [0.0, 0.5, 1.0]
+    no_fan = order_layers(regions, [], [], s.replace(fan_speed=0.0))
+    assert [lp.fan for lp in no_fan] == [0.0, 0.0, 0.0] and no_fan[2].speed_factor < 1.0
     assert out[1].speed_factor == 1.0 and out[2].speed_factor < 1.0
     tiny = out[2]
     lengths = np.array([np.hypot(*np.diff(p.points, axis=0).T).sum() for p in tiny.paths])

@@ -25,7 +25,8 @@ Cooling: a layer whose estimated time is under ``min_layer_time`` is slowed by
 ``speed_factor``; each path then runs at ``effective_speeds`` (its speed times the
 factor, never under ``min_print_speed`` and never faster than it was).  The fan
 is off before ``fan_start_layer``, ``fan_speed`` from it on, and full on slowed
-layers (as PrusaSlicer and Cura do: a layer too quick to cool gets all the air).
+layers (as PrusaSlicer and Cura do: a layer too quick to cool gets all the air),
+unless ``fan_speed`` is 0: a material printed without fan never gets one.
 """
 
 from __future__ import annotations
@@ -455,7 +456,7 @@ def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: lis
             travel_s = float(np.hypot(*(starts - ends).T).sum()) / s.travel_speed
             factor = _slow_down(lengths, speeds, travel_s, s)
             nozzle = order.nozzle
-        fan = 0.0 if n < s.fan_start_layer else (1.0 if factor < 1.0 else s.fan_speed)
+        fan = 0.0 if n < s.fan_start_layer or s.fan_speed == 0 else (1.0 if factor < 1.0 else s.fan_speed)
         out.append(LayerPaths(layer.index, float(layer.z_top), float(layer.height), paths, factor, fan))
         if order.seams:
             prev_seams = np.array(order.seams)
