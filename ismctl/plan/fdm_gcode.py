@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+from operator import attrgetter
 
 import numpy as np
 from numba import njit
@@ -366,11 +367,11 @@ def _gather(layers: list[LayerPaths]):
         return f"layer {layers[path_layer[i]].index} path {i - first}"
 
     n = len(paths)
-    points = [p.points for p in paths]
+    points = list(map(attrgetter("points"), paths))  # map + attrgetter: no Python frame per path
     count = np.fromiter(map(len, points), np.int64, n)
-    kind = np.fromiter((p.kind for p in paths), np.int64, n)
-    width = np.fromiter((p.width for p in paths), np.float64, n)
-    speed = np.fromiter((p.speed for p in paths), np.float64, n)
+    kind = np.fromiter(map(attrgetter("kind"), paths), np.int64, n)
+    width = np.fromiter(map(attrgetter("width"), paths), np.float64, n)
+    speed = np.fromiter(map(attrgetter("speed"), paths), np.float64, n)
     bad = np.flatnonzero((count < 2) | (kind < 0) | (kind >= len(TYPE_NAMES)) | ~(width > 0) | ~(speed > 0))
     if len(bad):
         p = paths[bad[0]]
