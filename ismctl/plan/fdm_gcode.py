@@ -39,7 +39,8 @@ from numba import njit
 from ..program import Program
 from .fdm_settings import SliceSettings
 from .model import LayerPaths, PathKind, PlanError
-from .motion import MotionLimits, move_durations
+from .motion import move_durations
+from .motion_limits import MotionLimits
 from .toolpath import effective_speeds
 
 # record opcodes (one command each) and note kinds (comment lines between records)
