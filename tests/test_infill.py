@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import LineString
 
 from ismctl.plan.fdm_settings import SliceSettings
-from ismctl.plan.infill import fill_regions, scanline_segments
+from ismctl.plan.infill import clip_polylines, fill_regions, scanline_segments
 from ismctl.plan.regions import build_regions
 
 from test_regions import SHAPES, circle, make_stack, shape, square
@@ -106,3 +106,46 @@ def test_lines_stack_on_a_world_lattice():
         offsets = {round(float(line[0] @ n) / (s.line_width / 0.2) if r.index % 2 == 0 else 0.0, 6)
                    for line in r.sparse_lines}
         assert all(abs(o - round(o)) < 1e-6 for o in offsets)
+
+
+# ---------------------------------------------------------------- gyroid clipping against shapely
+
+def reference_clip(polylines, loops, min_length):
+    """Slow reference: shapely's intersection of each polyline with the area, pieces merged, short ones dropped."""
+    from shapely import get_parts
+    from shapely.ops import linemerge
+
+    area = shape(loops)
+    pieces = []
+    for line in polylines:
+        lines = [g for g in get_parts(LineString(line).intersection(area)) if g.geom_type == "LineString" and not g.is_empty]
+        if not lines:
+            continue
+        merged = linemerge(lines)
+        for piece in getattr(merged, "geoms", [merged]):
+            if piece.length >= min_length:
+                pieces.append(piece)
+    return pieces
+
+
+def wavy_lines(n, seed):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(-14, 14, 120)
+    return [np.c_[x, y0 + rng.uniform(0.5, 3) * np.sin(x * rng.uniform(0.3, 2) + rng.uniform(0, 6))]
+            for y0 in np.linspace(-12, 12, n)]
+
+
+@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_polyline_clip_kernel_matches_shapely(name, seed):
+    loops = [p - np.array([10.0, 10.0]) for p in SHAPES[name]]
+    polylines = wavy_lines(15, seed) + [np.array([[-15.0, 0.0], [0.0, 0.0], [15.0, 0.0]])]  # one through vertices
+    points, start = np.concatenate(polylines), np.cumsum([0] + [len(p) for p in polylines]).astype(np.int64)
+    loop_points, loop_start = np.concatenate(loops), np.cumsum([0] + [len(p) for p in loops]).astype(np.int64)
+    got, got_start = clip_polylines(points, start, loop_points, loop_start, 0.45)
+    pieces = [LineString(got[a:b]) for a, b in zip(got_start[:-1], got_start[1:])]
+    expected = reference_clip(polylines, loops, 0.45)
+    assert len(pieces) == len(expected) > 0
+    assert sum(p.length for p in pieces) == pytest.approx(sum(p.length for p in expected), rel=1e-9)
+    area = shape(loops).buffer(1e-9)
+    assert all(area.covers(p) for p in pieces)

@@ -4,8 +4,8 @@ All lines lie on a fixed world-aligned lattice (lines n.p = k * spacing), so the
 same lines come back layer after layer and stack.  Straight lines are clipped
 by a Numba scanline kernel: every lattice line is crossed with every polygon
 edge, the crossings along a line are sorted and paired even-odd.  Gyroid
-curves are sampled as polylines in numpy and clipped with pyclipper's
-open-path clipping.
+curves are sampled as polylines in numpy and clipped by a Numba kernel that
+cuts them at the area's edges and keeps the pieces whose middle is inside.
 
 Material: a line of length l prints l * w of area, so solid fill uses spacing
 w; rectilinear sparse fill spacing w / d; grid both directions at 2 w / d;
@@ -17,12 +17,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyclipper
 from numba import njit
 
 from .fdm_settings import SliceSettings
 from .model import LayerRegions
-from .regions import SCALE
 
 # Mean length of the gyroid's horizontal section per unit area, for period 2 pi,
 # averaged over z (it varies from 0.367 to 0.481 with z).
@@ -103,13 +101,14 @@ def straight_lines(loops: list[np.ndarray], angle_deg: float, spacing: float, mi
     return list(segments.reshape(-1, 2, 2))
 
 
-def gyroid_curves(bounds: np.ndarray, z: float, period: float) -> list[np.ndarray]:
+def gyroid_curves(bounds: np.ndarray, z: float, period: float) -> tuple[np.ndarray, np.ndarray]:
     """The curves sin x cos y + sin y cos z + sin z cos x = 0 (scaled to ``period``) over ``bounds``.
 
     At every z one of x, y is a single-valued function of the other along two
     branches per period (the free coordinate is y where |sin z| >= |cos z|,
     else x), so each curve is sampled on a world-aligned grid of the free
-    coordinate, with no marching or joining.
+    coordinate, with no marching or joining.  Returns the polylines packed:
+    points (n, 2) and an int64 start array (every curve has the same samples).
     """
     k = 2 * math.pi / period
     zr = z * k
@@ -130,28 +129,161 @@ def gyroid_curves(bounds: np.ndarray, z: float, period: float) -> list[np.ndarra
         phi = np.arctan2(a, b)
         branches = (phi + base, phi - base)
     fixed_lo, fixed_hi = bounds[0, 1 - free_axis] * k, bounds[1, 1 - free_axis] * k
-    curves = []
+    fixed = []
     for branch in branches:
         # copies of the branch every 2 pi along the fixed axis that reach into the bounds
         first = math.floor((fixed_lo - branch.max()) / (2 * math.pi))
         last = math.ceil((fixed_hi - branch.min()) / (2 * math.pi))
-        for n in range(first, last + 1):
-            fixed = branch + 2 * math.pi * n
-            pair = (fixed, q) if free_axis == 1 else (q, fixed)
-            curves.append(np.column_stack(pair) / k)
-    return curves
+        fixed.append(branch[None, :] + 2 * math.pi * np.arange(first, last + 1)[:, None])
+    fixed = np.concatenate(fixed)
+    points = np.empty((fixed.size, 2))
+    points[:, 1 - free_axis] = fixed.ravel() / k
+    points[:, free_axis] = np.tile(q / k, len(fixed))
+    return points, np.arange(len(fixed) + 1, dtype=np.int64) * len(q)
 
 
-def _clip_open(curves: list[np.ndarray], loops: list[np.ndarray], min_length: float) -> list[np.ndarray]:
-    """The parts of ``curves`` inside the area of ``loops`` (pyclipper open-path clipping)."""
-    if not curves or not loops:
-        return []
-    clipper = pyclipper.Pyclipper()
-    clipper.AddPaths([np.round(c * SCALE).astype(np.int64).tolist() for c in curves], pyclipper.PT_SUBJECT, False)
-    clipper.AddPaths([np.round(p * SCALE).astype(np.int64).tolist() for p in loops], pyclipper.PT_CLIP, True)
-    tree = clipper.Execute2(pyclipper.CT_INTERSECTION, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO)
-    pieces = [np.array(p, dtype=np.float64) / SCALE for p in pyclipper.OpenPathsFromPolyTree(tree)]
-    return [p for p in pieces if len(p) >= 2 and np.hypot(*np.diff(p, axis=0).T).sum() >= min_length]
+@njit(cache=True, nogil=True)
+def _edge_bands(points, loop_start, n_bands):
+    """Polygon edges as (E, 4) ax ay bx by, bucketed by the horizontal bands of height ``(ymax - ymin) / n_bands`` they span."""
+    n_edges = points.shape[0]
+    edges = np.empty((n_edges, 4), np.float64)
+    for loop in range(loop_start.shape[0] - 1):
+        s, e = loop_start[loop], loop_start[loop + 1]
+        for i in range(s, e):
+            j = i + 1 if i + 1 < e else s
+            edges[i, 0], edges[i, 1], edges[i, 2], edges[i, 3] = points[i, 0], points[i, 1], points[j, 0], points[j, 1]
+    y0 = points[:, 1].min()
+    band_height = max((points[:, 1].max() - y0) / n_bands, 1e-12)
+    band_start = np.zeros(n_bands + 1, np.int64)
+    for sweep in range(2):  # count edges per band, then place them
+        if sweep == 1:
+            for b in range(n_bands):
+                band_start[b + 1] += band_start[b]
+            fill = band_start[:-1].copy()
+            band_edges = np.empty(band_start[n_bands], np.int64)
+        for i in range(n_edges):
+            lo = min(n_bands - 1, max(0, int((min(edges[i, 1], edges[i, 3]) - y0) / band_height)))
+            hi = min(n_bands - 1, max(0, int((max(edges[i, 1], edges[i, 3]) - y0) / band_height)))
+            for b in range(lo, hi + 1):
+                if sweep == 0:
+                    band_start[b + 1] += 1
+                else:
+                    band_edges[fill[b]] = i
+                    fill[b] += 1
+    return edges, y0, band_height, band_start, band_edges
+
+
+@njit(cache=True, nogil=True)
+def _inside(x, y, edges, y0, band_height, band_start, band_edges):
+    """Even-odd point-in-polygon by a ray to +x over the edges of ``y``'s band."""
+    n_bands = band_start.shape[0] - 1
+    if not y0 <= y <= y0 + n_bands * band_height:
+        return False
+    b = min(int((y - y0) / band_height), n_bands - 1)
+    inside = False
+    for k in range(band_start[b], band_start[b + 1]):
+        ax, ay, bx, by = edges[band_edges[k], 0], edges[band_edges[k], 1], edges[band_edges[k], 2], edges[band_edges[k], 3]
+        if (ay > y) != (by > y) and x < ax + (y - ay) * (bx - ax) / (by - ay):
+            inside = not inside
+    return inside
+
+
+@njit(cache=True, nogil=True)
+def _at(lines, s, e, param):
+    """The point at ``param`` (segment index + t) along polyline ``lines[s:e]``."""
+    seg = min(int(param), e - s - 2)
+    f = param - seg
+    return (lines[s + seg, 0] + f * (lines[s + seg + 1, 0] - lines[s + seg, 0]),
+            lines[s + seg, 1] + f * (lines[s + seg + 1, 1] - lines[s + seg, 1]))
+
+
+@njit(cache=True, nogil=True)
+def clip_polylines(lines, line_start, points, loop_start, min_length):
+    """The pieces of the polylines inside the loops' area (even-odd), pieces shorter than ``min_length`` dropped.
+
+    Each polyline is cut where it crosses a polygon edge (edges bucketed by
+    horizontal bands, so a segment meets only the edges near it); each piece
+    between two cuts is kept when its middle is inside, and kept neighbours are
+    merged -- a cut counted twice or once too often at a vertex changes nothing.
+    Returns the pieces as points and an int64 start array (last entry = total).
+    """
+    n_bands = max(1, points.shape[0] // 2)
+    edges, y0, band_height, band_start, band_edges = _edge_bands(points, loop_start, n_bands)
+    seen = np.full(edges.shape[0], -1, np.int64)
+    out = np.empty((max(16, lines.shape[0]), 2), np.float64)
+    out_start = [0]
+    n_out = 0
+    cuts = np.empty(64, np.float64)
+    for line in range(line_start.shape[0] - 1):
+        s, e = line_start[line], line_start[line + 1]
+        if e - s < 2:
+            continue
+        n_cuts = 0
+        for i in range(s, e - 1):  # cuts as global parameters: segment index + t
+            px, py, qx, qy = lines[i, 0], lines[i, 1], lines[i + 1, 0], lines[i + 1, 1]
+            if max(py, qy) < y0 or min(py, qy) > y0 + n_bands * band_height:
+                continue
+            lo = min(n_bands - 1, max(0, int((min(py, qy) - y0) / band_height)))
+            hi = min(n_bands - 1, max(0, int((max(py, qy) - y0) / band_height)))
+            dx, dy = qx - px, qy - py
+            for b in range(lo, hi + 1):
+                for k in range(band_start[b], band_start[b + 1]):
+                    edge = band_edges[k]
+                    if seen[edge] == i:
+                        continue
+                    seen[edge] = i
+                    ax, ay = edges[edge, 0], edges[edge, 1]
+                    ex, ey = edges[edge, 2] - ax, edges[edge, 3] - ay
+                    denom = dx * ey - dy * ex
+                    if denom == 0.0:
+                        continue
+                    t = ((ax - px) * ey - (ay - py) * ex) / denom
+                    u = ((ax - px) * dy - (ay - py) * dx) / denom
+                    if 0.0 <= t < 1.0 and 0.0 <= u < 1.0:
+                        if n_cuts == cuts.shape[0]:
+                            cuts = np.concatenate((cuts, np.empty(n_cuts, np.float64)))
+                        cuts[n_cuts] = (i - s) + t
+                        n_cuts += 1
+        if n_cuts == 0 and not _inside(lines[s, 0], lines[s, 1], edges, y0, band_height, band_start, band_edges):
+            continue
+        bounds = np.empty(n_cuts + 2, np.float64)
+        bounds[0] = 0.0
+        bounds[1:n_cuts + 1] = np.sort(cuts[:n_cuts])
+        bounds[n_cuts + 1] = e - 1 - s
+        piece_open = False
+        for c in range(n_cuts + 1):
+            a, b = bounds[c], bounds[c + 1]
+            if b <= a:
+                continue
+            mx, my = _at(lines, s, e, 0.5 * (a + b))
+            inside = _inside(mx, my, edges, y0, band_height, band_start, band_edges)
+            if inside:  # append the stretch from a to b (its start only when a new piece opens)
+                first_vertex = int(math.floor(a)) + 1
+                last_vertex = int(math.ceil(b)) - 1
+                needed = n_out + 2 + max(0, last_vertex - first_vertex + 1)
+                if needed > out.shape[0]:
+                    out = np.concatenate((out, np.empty((max(needed, out.shape[0]), 2), np.float64)))
+                if not piece_open:
+                    out[n_out, 0], out[n_out, 1] = _at(lines, s, e, a)
+                    n_out += 1
+                    piece_open = True
+                for v in range(first_vertex, last_vertex + 1):
+                    out[n_out] = lines[s + v]
+                    n_out += 1
+                out[n_out, 0], out[n_out, 1] = _at(lines, s, e, b)
+                n_out += 1
+            if piece_open and (not inside or c == n_cuts):
+                piece_open = False
+                first = out_start[-1]
+                length = 0.0
+                for v in range(first, n_out - 1):
+                    length += math.hypot(out[v + 1, 0] - out[v, 0], out[v + 1, 1] - out[v, 1])
+                if length >= min_length:
+                    out_start.append(n_out)
+                else:
+                    n_out = first
+    starts = np.array(out_start, np.int64)
+    return out[:n_out].copy(), starts
 
 
 def gyroid_period(width: float, density: float) -> float:
@@ -172,7 +304,10 @@ def _sparse_lines(region: LayerRegions, width: float, settings: SliceSettings) -
     points = np.concatenate(region.sparse)
     bounds = np.array([points.min(axis=0), points.max(axis=0)])
     z = region.z_top - region.height / 2
-    return _clip_open(gyroid_curves(bounds, z, gyroid_period(width, density)), region.sparse, width)
+    lines, line_start = gyroid_curves(bounds, z, gyroid_period(width, density))
+    loops, loop_start = _packed(region.sparse)
+    pieces, piece_start = clip_polylines(lines, line_start, loops, loop_start, width)
+    return [pieces[a:b] for a, b in zip(piece_start[:-1].tolist(), piece_start[1:].tolist())]
 
 
 def fill_regions(regions: list[LayerRegions], settings: SliceSettings) -> None:
