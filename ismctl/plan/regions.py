@@ -20,6 +20,9 @@ exact outward offset, no spikes at sharp corners.
 
 from __future__ import annotations
 
+import math
+from itertools import chain
+
 import numpy as np
 import pyclipper
 from numba import njit
@@ -90,8 +93,8 @@ def simplify_keep(points, loop_start, tolerance):
     return keep
 
 
-def _stack_paths(stack: LayerStack, first_layer_only: bool = False) -> list[list[list[list[int]]]]:
-    """Every layer's (or the first layer's) loops, simplified, in Clipper units; loops left with < 3 points dropped."""
+def _stack_areas(stack: LayerStack, first_layer_only: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every layer's (or the first layer's) loops, simplified, as areas in Clipper units; loops left with < 3 points dropped."""
     points, loop_start, layer_start = stack.points, stack.loop_start, stack.layer_start
     if points.ndim != 2 or points.shape[1] != 2 or loop_start[-1] != len(points) or layer_start[-1] != len(loop_start) - 1:
         raise PlanError(f"layer stack: inconsistent arrays (points {points.shape}, {len(loop_start) - 1} loops, "
@@ -108,42 +111,422 @@ def _stack_paths(stack: LayerStack, first_layer_only: bool = False) -> list[list
     scaled = np.round(points[keep] * SCALE).astype(np.int64)
     layers = []
     for layer in range(1 if first_layer_only else len(stack)):
-        loops = [scaled[new_start[i]:new_start[i + 1]].tolist()
-                 for i in range(layer_start[layer], layer_start[layer + 1]) if new_start[i + 1] - new_start[i] >= 3]
-        area = sum(pyclipper.Area(loop) for loop in loops) / SCALE**2
-        if area < 0:
+        first, last = layer_start[layer], layer_start[layer + 1]
+        starts = new_start[first:last + 1]
+        big = np.diff(starts) >= 3
+        if big.all():
+            area = (scaled[starts[0]:starts[-1]], starts - starts[0])
+        else:
+            area = _select((scaled, new_start[first:last + 1]), big)
+        if _area_mm2(area) < 0:
             raise PlanError(f"layer stack: layer {layer} (z {stack.z_cut[layer]:.3f} mm) encloses a negative area "
-                            f"({area:.3f} mm^2): outlines must run counter-clockwise, holes clockwise")
-        layers.append(loops)
+                            f"({_area_mm2(area):.3f} mm^2): outlines must run counter-clockwise, holes clockwise")
+        layers.append(area)
     return layers
 
 
-# ---------------------------------------------------------------- Clipper helpers
+# ---------------------------------------------------------------- Numba fast paths (Clipper when they do not apply)
 
-def _offset(paths, delta_mm: float, join=None):
-    """The area of ``paths`` grown (delta > 0) or shrunk (delta < 0), as oriented loops.
+@njit(cache=True, nogil=True)
+def _clipper_round(v):
+    return np.int64(v - 0.5) if v < 0 else np.int64(v + 0.5)
+
+
+@njit(cache=True, nogil=True)
+def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance):
+    """Every loop moved by ``delta`` (Clipper units, > 0 outwards) with Clipper's joins, rounded to integers.
+
+    On the side where neighbouring edges overlap, the two offset edges meet at
+    their intersection (Clipper routes through the source vertex and lets the
+    union remove the loop).  ``ok`` is False when that is not the exact offset
+    locally: an offset edge reversed (the edge vanished), a near-reversal, or
+    a zero-length source edge.  Crossings between loops are checked apart.
+    """
+    y = abs(delta) * 0.25 if arc_tolerance > abs(delta) * 0.25 else arc_tolerance
+    steps_per_circle = math.pi / math.acos(1.0 - y / abs(delta))
+    steps_per_circle = min(steps_per_circle, abs(delta) * math.pi)
+    step_sin, step_cos = math.sin(2 * math.pi / steps_per_circle), math.cos(2 * math.pi / steps_per_circle)
+    steps_per_rad = steps_per_circle / (2 * math.pi)
+    if delta < 0.0:
+        step_sin = -step_sin
+    miter_r = 2.0 / (miter_limit * miter_limit)
+    n_points = points.shape[0]
+    out = np.empty((2 * n_points + 16, 2), np.int64)
+    out_start = np.zeros(loop_start.shape[0], np.int64)
+    normals = np.empty((n_points, 2), np.float64)
+    n_out = 0
+    for loop in range(loop_start.shape[0] - 1):
+        s, e = loop_start[loop], loop_start[loop + 1]
+        for i in range(s, e):
+            j = i + 1 if i + 1 < e else s
+            dx, dy = float(points[j, 0] - points[i, 0]), float(points[j, 1] - points[i, 1])
+            length = math.hypot(dx, dy)
+            if length == 0.0:
+                return out[:0], out_start, False
+            normals[i, 0], normals[i, 1] = dy / length, -dx / length
+        loop_first = n_out
+        first_of_vertex = n_out
+        last_of_previous = -1
+        for j in range(s, e):
+            k = j - 1 if j > s else e - 1  # the previous edge ends at vertex j
+            nkx, nky, njx, njy = normals[k, 0], normals[k, 1], normals[j, 0], normals[j, 1]
+            px, py = float(points[j, 0]), float(points[j, 1])
+            sin_a = nkx * njy - njx * nky
+            cos_a = nkx * njx + nky * njy
+            if n_out + 4 + int(steps_per_circle) >= out.shape[0]:
+                grown = np.empty((2 * out.shape[0] + int(steps_per_circle) + 8, 2), np.int64)
+                grown[:n_out] = out[:n_out]
+                out = grown
+            first_of_vertex = n_out
+            if abs(sin_a * delta) < 1.0 and cos_a > 0.0:  # collinear: one point
+                out[n_out, 0], out[n_out, 1] = _clipper_round(px + nkx * delta), _clipper_round(py + nky * delta)
+                n_out += 1
+            elif sin_a * delta < 0.0:  # the offset edges overlap: their intersection
+                r = 1.0 + cos_a
+                if r < 1e-3:
+                    return out[:0], out_start, False
+                q = delta / r
+                out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
+                n_out += 1
+            elif round_joins:
+                a = math.atan2(max(-1.0, min(1.0, sin_a)), cos_a)
+                steps = max(int(_clipper_round(steps_per_rad * abs(a))), 1)
+                x, yy = nkx, nky
+                for _ in range(steps):
+                    out[n_out, 0], out[n_out, 1] = _clipper_round(px + x * delta), _clipper_round(py + yy * delta)
+                    n_out += 1
+                    x, yy = x * step_cos - step_sin * yy, x * step_sin + yy * step_cos
+                out[n_out, 0], out[n_out, 1] = _clipper_round(px + njx * delta), _clipper_round(py + njy * delta)
+                n_out += 1
+            else:
+                r = 1.0 + cos_a
+                if r >= miter_r:
+                    q = delta / r
+                    out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
+                    n_out += 1
+                else:  # square: Clipper's DoSquare
+                    dx = math.tan(math.atan2(max(-1.0, min(1.0, sin_a)), cos_a) / 4)
+                    out[n_out, 0] = _clipper_round(px + delta * (nkx - nky * dx))
+                    out[n_out, 1] = _clipper_round(py + delta * (nky + nkx * dx))
+                    out[n_out + 1, 0] = _clipper_round(px + delta * (njx + njy * dx))
+                    out[n_out + 1, 1] = _clipper_round(py + delta * (njy - njx * dx))
+                    n_out += 2
+            if last_of_previous >= 0 and not _same_direction(out, last_of_previous, first_of_vertex, points, k, j):
+                return out[:0], out_start, False
+            last_of_previous = n_out - 1
+        # the closing edge: from the last vertex's join to the first vertex's join
+        if not _same_direction(out, last_of_previous, loop_first, points, e - 1, s):
+            return out[:0], out_start, False
+        # rounding can repeat a point: drop repeats (a loop left with < 3 points fails the check)
+        m = loop_first
+        for i in range(loop_first, n_out):
+            if m == loop_first or out[i, 0] != out[m - 1, 0] or out[i, 1] != out[m - 1, 1]:
+                out[m] = out[i]
+                m += 1
+        while m - loop_first > 1 and out[m - 1, 0] == out[loop_first, 0] and out[m - 1, 1] == out[loop_first, 1]:
+            m -= 1
+        if m - loop_first < 3:
+            return out[:0], out_start, False
+        n_out = m
+        out_start[loop + 1] = n_out
+    return out[:n_out], out_start, True
+
+
+@njit(cache=True, nogil=True)
+def _same_direction(out, a, b, points, i, j):
+    """Whether the offset edge out[a] -> out[b] runs the way source edge i -> j does."""
+    return ((out[b, 0] - out[a, 0]) * (points[j, 0] - points[i, 0])
+            + (out[b, 1] - out[a, 1]) * (points[j, 1] - points[i, 1])) > 0
+
+
+@njit(cache=True, nogil=True)
+def _orient(ax, ay, bx, by, cx, cy):
+    v = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    return 1 if v > 0 else (-1 if v < 0 else 0)
+
+
+@njit(cache=True, nogil=True)
+def _between(a, b, c):
+    return min(a, b) <= c <= max(a, b)
+
+
+@njit(cache=True, nogil=True)
+def _segments_meet(ax, ay, bx, by, cx, cy, dx, dy):
+    """Whether closed segments ab and cd share a point (crossing or touching), exactly on integers."""
+    d1, d2 = _orient(cx, cy, dx, dy, ax, ay), _orient(cx, cy, dx, dy, bx, by)
+    d3, d4 = _orient(ax, ay, bx, by, cx, cy), _orient(ax, ay, bx, by, dx, dy)
+    if d1 * d2 < 0 and d3 * d4 < 0:
+        return True
+    return ((d1 == 0 and _between(cx, dx, ax) and _between(cy, dy, ay))
+            or (d2 == 0 and _between(cx, dx, bx) and _between(cy, dy, by))
+            or (d3 == 0 and _between(ax, bx, cx) and _between(ay, by, cy))
+            or (d4 == 0 and _between(ax, bx, dx) and _between(ay, by, dy)))
+
+
+@njit(cache=True, nogil=True)
+def loops_meet(points, loop_start, group, within_groups):
+    """Whether any two edges meet: of different groups, or (``within_groups``) any two that are not neighbours.
+
+    A sweep along x over the edges sorted by their left end; neighbours in a
+    loop count only when they fold back onto each other.
+    """
+    n = points.shape[0]
+    edge_loop = np.empty(n, np.int64)
+    nxt = np.empty(n, np.int64)
+    for loop in range(loop_start.shape[0] - 1):
+        s, e = loop_start[loop], loop_start[loop + 1]
+        for i in range(s, e):
+            edge_loop[i] = loop
+            nxt[i] = i + 1 if i + 1 < e else s
+    xmin = np.empty(n, np.int64)
+    for i in range(n):
+        xmin[i] = min(points[i, 0], points[nxt[i], 0])
+    order = np.argsort(xmin, kind="mergesort")
+    active = np.empty(n, np.int64)
+    n_active = 0
+    for rank in range(n):
+        a = order[rank]
+        ax, ay, bx, by = points[a, 0], points[a, 1], points[nxt[a], 0], points[nxt[a], 1]
+        kept = 0
+        for slot in range(n_active):
+            c = active[slot]
+            cx, cy, dx, dy = points[c, 0], points[c, 1], points[nxt[c], 0], points[nxt[c], 1]
+            if max(cx, dx) < xmin[a]:
+                continue  # left behind for good
+            active[kept] = c
+            kept += 1
+            same = group[edge_loop[a]] == group[edge_loop[c]]
+            if same and not within_groups:
+                continue
+            if max(ay, by) < min(cy, dy) or max(cy, dy) < min(ay, by):
+                continue
+            if edge_loop[a] == edge_loop[c] and (nxt[a] == c or nxt[c] == a):
+                if nxt[c] == a:  # c ends where a starts
+                    p, q, r = c, a, nxt[a]
+                else:
+                    p, q, r = a, c, nxt[c]
+                px, py, qx, qy, rx, ry = points[p, 0], points[p, 1], points[q, 0], points[q, 1], points[r, 0], points[r, 1]
+                if (_orient(px, py, qx, qy, rx, ry) == 0
+                        and (qx - px) * (rx - qx) + (qy - py) * (ry - qy) < 0):
+                    return True
+                if nxt[a] == c and nxt[c] == a:
+                    return True  # a two-point loop
+                continue
+            if _segments_meet(ax, ay, bx, by, cx, cy, dx, dy):
+                return True
+        n_active = kept
+        active[n_active] = a
+        n_active += 1
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _loop_boxes(points, loop_start):
+    """Per loop: lowest y, highest y, largest x (what a ray to +x needs to skip a loop)."""
+    boxes = np.empty((loop_start.shape[0] - 1, 3), np.int64)
+    for loop in range(loop_start.shape[0] - 1):
+        s, e = loop_start[loop], loop_start[loop + 1]
+        boxes[loop, 0] = points[s:e, 1].min()
+        boxes[loop, 1] = points[s:e, 1].max()
+        boxes[loop, 2] = points[s:e, 0].max()
+    return boxes
+
+
+@njit(cache=True, nogil=True)
+def _winding_at(points, loop_start, boxes, x, y, skip):
+    """Winding number of the loops (but loop ``skip``) around (x, y), exactly on integers."""
+    w = 0
+    for loop in range(loop_start.shape[0] - 1):
+        if loop == skip or y < boxes[loop, 0] or y > boxes[loop, 1] or x > boxes[loop, 2]:
+            continue
+        s, e = loop_start[loop], loop_start[loop + 1]
+        for i in range(s, e):
+            j = i + 1 if i + 1 < e else s
+            ay, by = points[i, 1], points[j, 1]
+            if ay <= y < by:
+                if _orient(points[i, 0], ay, points[j, 0], by, x, y) > 0:
+                    w += 1
+            elif by <= y < ay:
+                if _orient(points[i, 0], ay, points[j, 0], by, x, y) < 0:
+                    w -= 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _signed_area2(points, s, e):
+    total = 0.0
+    for i in range(s, e):
+        j = i + 1 if i + 1 < e else s
+        total += float(points[i, 0]) * float(points[j, 1]) - float(points[j, 0]) * float(points[i, 1])
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _select_loops(points, loop_start, keep, reverse):
+    """The loops where ``keep`` (turned around where ``reverse``), packed anew."""
+    n_points, n_loops = 0, 0
+    for loop in range(keep.shape[0]):
+        if keep[loop]:
+            n_points += loop_start[loop + 1] - loop_start[loop]
+            n_loops += 1
+    out = np.empty((n_points, 2), np.int64)
+    out_start = np.zeros(n_loops + 1, np.int64)
+    m, k = 0, 0
+    for loop in range(keep.shape[0]):
+        if not keep[loop]:
+            continue
+        s, e = loop_start[loop], loop_start[loop + 1]
+        for i in range(e - s):
+            out[m + i] = points[e - 1 - i] if reverse[loop] else points[s + i]
+        m += e - s
+        k += 1
+        out_start[k] = m
+    return out, out_start
+
+
+@njit(cache=True, nogil=True)
+def offset_loops(points, loop_start, delta, round_joins, miter_limit, arc_tolerance):
+    """The offset area when the raw offset loops meet nowhere (``ok``), else ``ok`` False for Clipper to do it.
+
+    Loops that meet nowhere bound the region of positive winding (Clipper's
+    rule for offsets): an outline stays when the others wind 0 around it, a
+    hole when they wind 1.
+    """
+    raw, raw_start, ok = raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance)
+    n = raw_start.shape[0] - 1
+    if not ok or loops_meet(raw, raw_start, np.zeros(n, np.int64), True):
+        return raw[:0], raw_start[:1], False
+    boxes = _loop_boxes(raw, raw_start)
+    keep = np.empty(n, np.bool_)
+    for loop in range(n):
+        s = raw_start[loop]
+        w = _winding_at(raw, raw_start, boxes, raw[s, 0], raw[s, 1], loop)
+        keep[loop] = w == 0 if _signed_area2(raw, s, raw_start[loop + 1]) > 0 else w == 1
+    out, out_start = _select_loops(raw, raw_start, keep, np.zeros(n, np.bool_))
+    return out, out_start, True
+
+
+@njit(cache=True, nogil=True)
+def combine_loops(a, a_start, b, b_start, difference):
+    """Intersection (or ``difference``) A - B of clean areas whose loops meet nowhere (``ok``; else False).
+
+    Every loop then lies wholly inside or outside the other area: A's loops
+    inside B and B's inside A bound the intersection; A's outside B and B's
+    inside A, turned around, bound the difference.
+    """
+    n_a, n_b = a_start.shape[0] - 1, b_start.shape[0] - 1
+    points = np.concatenate((a, b))
+    loop_start = np.concatenate((a_start, b_start[1:] + a.shape[0]))
+    group = np.zeros(n_a + n_b, np.int64)
+    group[n_a:] = 1
+    if loops_meet(points, loop_start, group, False):
+        return points[:0], loop_start[:1], False
+    a_boxes, b_boxes = _loop_boxes(a, a_start), _loop_boxes(b, b_start)
+    keep = np.empty(n_a + n_b, np.bool_)
+    reverse = np.zeros(n_a + n_b, np.bool_)
+    for loop in range(n_a):
+        inside = _winding_at(b, b_start, b_boxes, a[a_start[loop], 0], a[a_start[loop], 1], -1) > 0
+        keep[loop] = inside != difference
+    for loop in range(n_b):
+        inside = _winding_at(a, a_start, a_boxes, b[b_start[loop], 0], b[b_start[loop], 1], -1) > 0
+        keep[n_a + loop] = inside
+        reverse[n_a + loop] = difference
+    out, out_start = _select_loops(points, loop_start, keep, reverse)
+    return out, out_start, True
+
+
+# ---------------------------------------------------------------- areas
+
+# An area is a set of oriented closed loops in Clipper units: int64 points (n, 2)
+# and an int64 start array (loop i is points[start[i]:start[i + 1]]), clean
+# (no two loops meet, winding 0 or 1 everywhere) -- what Clipper returns.
+EMPTY = (np.zeros((0, 2), np.int64), np.zeros(1, np.int64))
+
+
+def _from_paths(paths):
+    if not paths:
+        return EMPTY
+    points = np.array(list(chain.from_iterable(paths)), dtype=np.int64).reshape(-1, 2)
+    return points, np.concatenate(([0], np.cumsum([len(p) for p in paths]))).astype(np.int64)
+
+
+def _to_paths(area):
+    points, start = area
+    flat = points.tolist()
+    return [flat[a:b] for a, b in zip(start[:-1].tolist(), start[1:].tolist())]
+
+
+def _loop_areas(area) -> np.ndarray:
+    """Signed area of every loop, in Clipper units squared (shoelace)."""
+    points, start = area
+    if len(points) == 0:
+        return np.zeros(0)
+    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    following = np.arange(1, len(points) + 1)
+    following[start[1:] - 1] = start[:-1]
+    return np.add.reduceat(x * y[following] - x[following] * y, start[:-1]) / 2
+
+
+def _area_mm2(area) -> float:
+    return float(_loop_areas(area).sum()) / SCALE**2
+
+
+def _select(area, keep):
+    """The loops where ``keep`` is True."""
+    keep = np.ascontiguousarray(keep, dtype=np.bool_)
+    return _select_loops(area[0], area[1], keep, np.zeros(len(keep), np.bool_))
+
+
+def _empty(area) -> bool:
+    return len(area[1]) == 1
+
+
+def _drop_small(area, min_area_mm2: float):
+    """Loops (outlines or holes) enclosing less than ``min_area_mm2``: numerical slivers."""
+    if _empty(area):
+        return area
+    keep = np.abs(_loop_areas(area)) >= min_area_mm2 * SCALE**2
+    return area if keep.all() else _select(area, keep)
+
+
+def _offset(area, delta_mm: float, join=None):
+    """The area grown (delta > 0) or shrunk (delta < 0), as oriented loops.
 
     Shrinking is exact (round joins at reflex corners); growing keeps convex
-    corners sharp (miter) unless ``join`` says otherwise.
+    corners sharp (miter) unless ``join`` says otherwise.  The Numba raw offset
+    is the answer when its loops meet nowhere (loops are then kept or dropped
+    by the winding of the others); anything else goes to Clipper.
     """
-    if not paths:
-        return []
+    if _empty(area):
+        return EMPTY
     if join is None:
         join = pyclipper.JT_ROUND if delta_mm < 0 else pyclipper.JT_MITER
+    points, start, ok = offset_loops(area[0], area[1], delta_mm * SCALE, join == pyclipper.JT_ROUND,
+                                     MITER_LIMIT, ARC_TOLERANCE * SCALE)
+    if ok:
+        return points, start
     offset = pyclipper.PyclipperOffset(MITER_LIMIT, ARC_TOLERANCE * SCALE)
-    offset.AddPaths(paths, join, pyclipper.ET_CLOSEDPOLYGON)
-    return offset.Execute(delta_mm * SCALE)
+    offset.AddPaths(_to_paths(area), join, pyclipper.ET_CLOSEDPOLYGON)
+    return _from_paths(offset.Execute(delta_mm * SCALE))
 
 
 def _boolean(operation, subject, clip):
-    if not subject:
-        return []
-    if not clip:
-        return subject if operation in (pyclipper.CT_DIFFERENCE, pyclipper.CT_UNION) else []
+    """Clipper's boolean of two clean areas; when their loops meet nowhere each loop just stays, goes or turns."""
+    if _empty(subject):
+        return EMPTY
+    if _empty(clip):
+        return subject if operation in (pyclipper.CT_DIFFERENCE, pyclipper.CT_UNION) else EMPTY
+    if np.array_equal(subject[1], clip[1]) and np.array_equal(subject[0], clip[0]):
+        return EMPTY if operation == pyclipper.CT_DIFFERENCE else subject
+    if operation != pyclipper.CT_UNION:
+        points, start, ok = combine_loops(subject[0], subject[1], clip[0], clip[1],
+                                          operation == pyclipper.CT_DIFFERENCE)
+        if ok:
+            return points, start
     clipper = pyclipper.Pyclipper()
-    clipper.AddPaths(subject, pyclipper.PT_SUBJECT, True)
-    clipper.AddPaths(clip, pyclipper.PT_CLIP, True)
-    return clipper.Execute(operation, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO)
+    clipper.AddPaths(_to_paths(subject), pyclipper.PT_SUBJECT, True)
+    clipper.AddPaths(_to_paths(clip), pyclipper.PT_CLIP, True)
+    return _from_paths(clipper.Execute(operation, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO))
 
 
 def _intersection(a, b):
@@ -154,31 +537,24 @@ def _difference(a, b):
     return _boolean(pyclipper.CT_DIFFERENCE, a, b)
 
 
-def _union(paths):
-    if not paths:
-        return []
+def _union(area):
+    if _empty(area):
+        return EMPTY
     clipper = pyclipper.Pyclipper()
-    clipper.AddPaths(paths, pyclipper.PT_SUBJECT, True)
-    return clipper.Execute(pyclipper.CT_UNION, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO)
+    clipper.AddPaths(_to_paths(area), pyclipper.PT_SUBJECT, True)
+    return _from_paths(clipper.Execute(pyclipper.CT_UNION, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO))
 
 
-def _area_mm2(paths) -> float:
-    return sum(pyclipper.Area(p) for p in paths) / SCALE**2
+def _opened(area, width: float):
+    """``area`` without the parts thinner than ``width`` (shrink, then grow back)."""
+    return _offset(_offset(area, -width / 2), width / 2) if width > 0 else area
 
 
-def _drop_small(paths, min_area_mm2: float):
-    """Loops (outlines or holes) enclosing less than ``min_area_mm2``: numerical slivers."""
-    limit = min_area_mm2 * SCALE**2
-    return [p for p in paths if abs(pyclipper.Area(p)) >= limit]
-
-
-def _opened(paths, width: float):
-    """``paths`` without the parts thinner than ``width`` (shrink, then grow back)."""
-    return _offset(_offset(paths, -width / 2), width / 2) if width > 0 else paths
-
-
-def _to_mm(paths) -> list[np.ndarray]:
-    return [np.array(p, dtype=np.float64) / SCALE for p in paths]
+def _to_mm(area) -> list[np.ndarray]:
+    points, start = area
+    if _empty(area):
+        return []
+    return np.split(points / SCALE, start[1:-1])
 
 
 # ---------------------------------------------------------------- regions
@@ -195,8 +571,8 @@ def _walls_and_fill(outline, width: float, settings: SliceSettings):
     for _ in range(settings.perimeters):
         inner = _drop_small(_offset(inner, -width), (0.1 * width) ** 2)
         centre = _drop_small(_offset(inner, width / 2), (width / 2) ** 2)
-        if not centre:
-            return walls, []
+        if _empty(centre):
+            return walls, EMPTY
         walls.append(centre)
     if not settings.perimeters:
         return walls, _union(outline)
@@ -217,13 +593,13 @@ class _Intersections:
         span = 1
         while 2 * span <= longest_run:
             below = self.levels[-1]
-            self.levels.append([_intersection(below[i], below[i + span]) if i + span < len(fills) else []
+            self.levels.append([_intersection(below[i], below[i + span]) if i + span < len(fills) else EMPTY
                                 for i in range(len(fills))])
             span *= 2
 
     def run(self, first: int, n: int):
         if first < 0 or first + n > len(self.levels[0]):
-            return []
+            return EMPTY
         m = n.bit_length() - 1
         level = self.levels[m]
         second = first + n - (1 << m)
@@ -232,19 +608,19 @@ class _Intersections:
 
 def _skin_and_sparse(index: int, fill, runs: _Intersections, width: float, settings: SliceSettings):
     """Split a fill area into solid skin and sparse infill (see ``build_regions``)."""
-    if not fill or settings.infill_density >= 1:
-        return fill, []
+    if _empty(fill) or settings.infill_density >= 1:
+        return fill, EMPTY
     interior = fill
     if settings.top_layers:
         interior = _intersection(interior, runs.run(index + 1, settings.top_layers))
     if settings.bottom_layers:
         interior = _intersection(interior, runs.run(index - settings.bottom_layers, settings.bottom_layers))
     if _area_mm2(fill) - _area_mm2(interior) < settings.min_feature**2:
-        skin = []
+        skin = EMPTY
     else:
         skin = _drop_small(_opened(_difference(fill, interior), settings.min_feature), width**2)
     # pieces smaller than a line width squared hold no line: crumbs of the opening's corners
-    sparse = _drop_small(_difference(fill, skin), width**2) if settings.infill_density > 0 else []
+    sparse = _drop_small(_difference(fill, skin), width**2) if settings.infill_density > 0 else EMPTY
     return skin, sparse
 
 
@@ -258,7 +634,7 @@ def build_regions(stack: LayerStack, settings: SliceSettings) -> list[LayerRegio
     stays sparse).  Density 1 makes the whole fill area skin; density 0 leaves
     the sparse area empty.
     """
-    layers = _stack_paths(stack)
+    layers = _stack_areas(stack)
     walls, fills = [], []
     for index, outline in enumerate(layers):
         width = settings.first_layer_line_width if index == 0 else settings.line_width
@@ -317,16 +693,17 @@ def skirt_and_brim(stack: LayerStack, settings: SliceSettings) -> tuple[list[np.
     if len(stack) == 0:
         return [], []
     width = settings.first_layer_line_width
-    outlines = [p for p in _union(_stack_paths(stack, first_layer_only=True)[0]) if pyclipper.Orientation(p)]
+    first = _union(_stack_areas(stack, first_layer_only=True)[0])
+    outlines = _select(first, _loop_areas(first) > 0)
     brim_loops = int(round(settings.brim_width / width))
-    brim = [loop for i in range(brim_loops) for loop in _offset(outlines, (i + 0.5) * width, pyclipper.JT_ROUND)]
-    if not outlines or not settings.skirt_loops:
-        return [], _to_mm(brim)
-    hull = convex_hull(np.concatenate(_to_mm(outlines)))
-    hull_path = np.round(hull * SCALE).astype(np.int64).tolist()
+    brim = [loop for i in range(brim_loops) for loop in _to_mm(_offset(outlines, (i + 0.5) * width, pyclipper.JT_ROUND))]
+    if _empty(outlines) or not settings.skirt_loops:
+        return [], brim
+    hull = convex_hull(outlines[0] / SCALE)
+    hull_area = (np.round(hull * SCALE).astype(np.int64), np.array([0, len(hull)], np.int64))
     skirt = []
     for i in range(settings.skirt_loops):
         distance = brim_loops * width + settings.skirt_distance + (i + 0.5) * width
-        skirt += _offset([hull_path], distance, pyclipper.JT_ROUND)
-    return _to_mm(skirt), _to_mm(brim)
+        skirt += _to_mm(_offset(hull_area, distance, pyclipper.JT_ROUND))
+    return skirt, brim
 
