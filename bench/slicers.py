@@ -155,37 +155,20 @@ def slice_once(tool: Tool, mesh: BenchMesh, label: str, timeout: float, extra_en
     return run
 
 
-def our_slice_flags(s: BenchSettings) -> tuple[list[str], list[str]]:
-    """(flags for ``ismctl slice`` that its --help lists, wanted flags it does not list)."""
-    wanted = [("--layer-height", f"{s.layer_height:g}"), ("--first-layer-height", f"{s.first_layer_height:g}"),
-              ("--perimeters", str(s.perimeters)),
-              ("--top-layers", str(s.top_layers)), ("--bottom-layers", str(s.bottom_layers)),
-              ("--infill", f"{s.infill_percent:g}"), ("--pattern", s.infill_pattern),
-              ("--nozzle", f"{s.nozzle:g}"), ("--line-width", f"{s.line_width:g}"),
-              ("--filament-diameter", f"{s.filament:g}"), ("--skirt", str(s.skirt_loops)), ("--timings", None)]
-    help_run = subprocess.run([sys.executable, "-m", "ismctl", "slice", "--help"], capture_output=True, text=True,
-                              cwd=REPO)
-    if help_run.returncode != 0:  # no slice command yet: pass everything, the run reports the failure
-        return [x for flag, value in wanted for x in (flag, value) if x is not None], []
-    listed = set(re.findall(r"--[\w-]+", help_run.stdout))
-    flags, missing = [], []
-    for flag, value in wanted:
-        if flag == "--timings" and flag not in listed and "--verbose" in listed:
-            flag = "--verbose"
-        if flag in listed:
-            flags += [flag] if value is None else [flag, value]
-        else:
-            missing.append(flag)
-    return flags, missing
+def our_slice_flags(s: BenchSettings) -> list[str]:
+    return ["--layer-height", f"{s.layer_height:g}", "--first-layer-height", f"{s.first_layer_height:g}",
+            "--perimeters", str(s.perimeters), "--top-layers", str(s.top_layers), "--bottom-layers", str(s.bottom_layers),
+            "--infill", f"{s.infill_percent:g}", "--pattern", s.infill_pattern, "--nozzle", f"{s.nozzle:g}",
+            "--line-width", f"{s.line_width:g}", "--filament-diameter", f"{s.filament:g}",
+            "--skirt", str(s.skirt_loops), "--timings"]
 
 
-def our_tool(s: BenchSettings) -> Tool:
-    flags, missing = our_slice_flags(s)
-    if missing:
-        print(f"note: `ismctl slice --help` does not list {', '.join(missing)}; run without them", file=sys.stderr)
+def our_tool(s: BenchSettings, python: str) -> Tool:
+    """``python -m ismctl slice``; ``python`` is the interpreter of the install being measured."""
+    flags = our_slice_flags(s)
 
     def argv(mesh: Path, out: Path) -> list[str]:
-        return [sys.executable, "-m", "ismctl", "slice", str(mesh), "-o", str(out), *flags]
+        return [python, "-m", "ismctl", "slice", str(mesh), "-o", str(out), *flags]
 
     def stages(log: str) -> dict[str, float]:
         return {m.group(1): float(m.group(2)) for m in _OUR_TIMING.finditer(log)}
@@ -285,6 +268,9 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true", help="skip the cold (empty Numba cache) run of ours")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is killed")
     ap.add_argument("--json", type=Path, help="write all results here")
+    ap.add_argument("--python", default=sys.executable,
+                    help="interpreter that runs ours (default: this one). To measure the README's install: "
+                         "python -m venv /tmp/v && /tmp/v/bin/pip install . && ... --python /tmp/v/bin/python")
     args = ap.parse_args()
 
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -301,7 +287,7 @@ def main() -> None:
     unavailable: dict[str, str] = {}
     for name in wanted:
         try:
-            tools[name] = our_tool(settings) if name == "ours" else REFERENCE_TOOLS[name](settings)
+            tools[name] = our_tool(settings, args.python) if name == "ours" else REFERENCE_TOOLS[name](settings)
         except ToolUnavailable as exc:
             unavailable[name] = str(exc)
             print(f"{name}: UNAVAILABLE: {exc}", file=sys.stderr)
