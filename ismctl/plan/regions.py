@@ -34,6 +34,7 @@ SCALE = 100_000.0  # Clipper units per millimetre (10 nm)
 RESOLUTION = 0.01  # mm: largest deviation allowed when simplifying input loops
 MITER_LIMIT = 2.0
 ARC_TOLERANCE = 0.001  # mm: round joins deviate from a true arc at most this much
+SLIVER = 0.01  # of a line width squared: less area than this left out of the skin by its opening is not a region
 
 
 # ---------------------------------------------------------------- simplification
@@ -362,6 +363,15 @@ def _signed_area2(points, s, e):
 
 
 @njit(cache=True, nogil=True)
+def loop_areas(points, loop_start):
+    """Signed area of every loop (shoelace), in the points' units squared."""
+    areas = np.empty(loop_start.shape[0] - 1, np.float64)
+    for loop in range(loop_start.shape[0] - 1):
+        areas[loop] = _signed_area2(points, loop_start[loop], loop_start[loop + 1]) / 2
+    return areas
+
+
+@njit(cache=True, nogil=True)
 def _select_loops(points, loop_start, keep, reverse):
     """The loops where ``keep`` (turned around where ``reverse``), packed anew."""
     n_points, n_loops = 0, 0
@@ -408,13 +418,15 @@ def offset_loops(points, loop_start, delta, round_joins, miter_limit, arc_tolera
 
 @njit(cache=True, nogil=True)
 def combine_loops(a, a_start, b, b_start, difference):
-    """Intersection (or ``difference``) A - B of clean areas whose loops meet nowhere (``ok``; else False).
+    """Intersection (or ``difference``) A - B of clean areas equal or whose loops meet nowhere (``ok``; else False).
 
     Every loop then lies wholly inside or outside the other area: A's loops
     inside B and B's inside A bound the intersection; A's outside B and B's
     inside A, turned around, bound the difference.
     """
     n_a, n_b = a_start.shape[0] - 1, b_start.shape[0] - 1
+    if a.shape[0] == b.shape[0] and n_a == n_b and (a_start == b_start).all() and (a == b).all():
+        return (a[:0], a_start[:1], True) if difference else (a.copy(), a_start.copy(), True)
     points = np.concatenate((a, b))
     loop_start = np.concatenate((a_start, b_start[1:] + a.shape[0]))
     group = np.zeros(n_a + n_b, np.int64)
@@ -458,13 +470,7 @@ def _to_paths(area):
 
 def _loop_areas(area) -> np.ndarray:
     """Signed area of every loop, in Clipper units squared (shoelace)."""
-    points, start = area
-    if len(points) == 0:
-        return np.zeros(0)
-    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
-    following = np.arange(1, len(points) + 1)
-    following[start[1:] - 1] = start[:-1]
-    return np.add.reduceat(x * y[following] - x[following] * y, start[:-1]) / 2
+    return loop_areas(area[0], area[1])
 
 
 def _area_mm2(area) -> float:
@@ -516,8 +522,6 @@ def _boolean(operation, subject, clip):
         return EMPTY
     if _empty(clip):
         return subject if operation in (pyclipper.CT_DIFFERENCE, pyclipper.CT_UNION) else EMPTY
-    if np.array_equal(subject[1], clip[1]) and np.array_equal(subject[0], clip[0]):
-        return EMPTY if operation == pyclipper.CT_DIFFERENCE else subject
     if operation != pyclipper.CT_UNION:
         points, start, ok = combine_loops(subject[0], subject[1], clip[0], clip[1],
                                           operation == pyclipper.CT_DIFFERENCE)
@@ -615,12 +619,14 @@ def _skin_and_sparse(index: int, fill, runs: _Intersections, width: float, setti
         interior = _intersection(interior, runs.run(index + 1, settings.top_layers))
     if settings.bottom_layers:
         interior = _intersection(interior, runs.run(index - settings.bottom_layers, settings.bottom_layers))
-    if _area_mm2(fill) - _area_mm2(interior) < settings.min_feature**2:
-        skin = EMPTY
-    else:
-        skin = _drop_small(_opened(_difference(fill, interior), settings.min_feature), width**2)
-    # pieces smaller than a line width squared hold no line: crumbs of the opening's corners
-    sparse = _drop_small(_difference(fill, skin), width**2) if settings.infill_density > 0 else EMPTY
+    skin, rest = EMPTY, fill
+    if _area_mm2(fill) - _area_mm2(interior) >= settings.min_feature**2:
+        rim = _difference(fill, interior)
+        # pieces smaller than a line width squared hold no line: crumbs of the opening's corners
+        skin = _drop_small(_opened(rim, settings.min_feature), width**2)
+        # when the opening and the crumb filter took nothing that could hold a line, fill - skin is the interior
+        rest = interior if _area_mm2(rim) - _area_mm2(skin) < SLIVER * width**2 else _difference(fill, skin)
+    sparse = _drop_small(rest, width**2) if settings.infill_density > 0 else EMPTY
     return skin, sparse
 
 
