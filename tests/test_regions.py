@@ -9,7 +9,7 @@ from shapely.geometry import LinearRing, MultiPolygon, Polygon
 
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import LayerStack, PlanError
-from ismctl.plan.regions import build_regions, convex_hull, simplify_keep, skirt_and_brim
+from ismctl.plan.regions import RESOLUTION, build_regions, convex_hull, simplify_keep, skirt_and_brim
 
 W = 0.45
 
@@ -62,9 +62,13 @@ SHAPES = {
 }
 
 
+# regions simplifies input loops by up to RESOLUTION, so walls keep their distances to within that
+TOL = RESOLUTION + 1e-3
+
+
 def check_walls(loops, region, width):
     outline = shape(loops)
-    previous = outline.buffer(-width / 2 + 5e-3)  # exact (round) offsets: miter-limited ones lie inside
+    previous = outline.buffer(-width / 2 + TOL)
     for k, wall in enumerate(region.walls):
         inner = previous
         for loop in wall:
@@ -72,11 +76,11 @@ def check_walls(loops, region, width):
             assert ring.is_valid, f"wall {k} loop is not a simple ring"
             assert inner.buffer(1e-4).covers(ring), f"wall {k} leaves the area inside wall {k - 1}"
         for loop in wall:  # the bead's outer edge stays inside the outline (or the previous bead)
-            assert outline.buffer(5e-3).covers(LinearRing(loop).buffer(width / 2 - 1e-3))
+            assert outline.buffer(TOL).covers(LinearRing(loop).buffer(width / 2 - 1e-3))
         orientation = [LinearRing(p).is_ccw for p in wall]
         assert any(orientation)
         # wall k + 1 is a full width inside wall k along edges; at sharp corners of tiny parts the
-        # miter regrowth can bring it to within half a width (beads overlap, never cross)
+        # regrowth brings it to within half a width (beads overlap, never cross)
         previous = shape(wall).buffer(-width / 2 + 5e-3)
 
 

@@ -134,7 +134,7 @@ def _clipper_round(v):
 
 
 @njit(cache=True, nogil=True)
-def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance):
+def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance, guard, guard_start, guard_distance):
     """Every loop moved by ``delta`` (Clipper units, > 0 outwards) with Clipper's joins, rounded to integers.
 
     On the side where neighbouring edges overlap, the two offset edges meet at
@@ -142,6 +142,8 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
     union remove the loop).  ``ok`` is False when that is not the exact offset
     locally: an offset edge reversed (the edge vanished), a near-reversal, or
     a zero-length source edge.  Crossings between loops are checked apart.
+    A miter or square corner that would come closer than ``guard_distance``
+    (when > 0) to the ``guard`` loops' edges is made round instead.
     """
     y = abs(delta) * 0.25 if arc_tolerance > abs(delta) * 0.25 else arc_tolerance
     steps_per_circle = math.pi / math.acos(1.0 - y / abs(delta))
@@ -189,7 +191,8 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
                 q = delta / r
                 out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
                 n_out += 1
-            elif round_joins:
+            elif round_joins or (guard_distance > 0.0 and _corner_too_close(
+                    px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_distance)):
                 a = math.atan2(max(-1.0, min(1.0, sin_a)), cos_a)
                 steps = max(int(_clipper_round(steps_per_rad * abs(a))), 1)
                 x, yy = nkx, nky
@@ -231,6 +234,64 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
         n_out = m
         out_start[loop + 1] = n_out
     return out[:n_out], out_start, True
+
+
+@njit(cache=True, nogil=True)
+def _point_segment_distance(px, py, ax, ay, bx, by):
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0.0 else min(1.0, max(0.0, ((px - ax) * dx + (py - ay) * dy) / length2))
+    return math.hypot(ax + t * dx - px, ay + t * dy - py)
+
+
+@njit(cache=True, nogil=True)
+def _segment_distance(ax, ay, bx, by, cx, cy, dx, dy):
+    """Distance between segments ab and cd (0 when they cross)."""
+    d1 = (dx - cx) * (ay - cy) - (dy - cy) * (ax - cx)
+    d2 = (dx - cx) * (by - cy) - (dy - cy) * (bx - cx)
+    d3 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    d4 = (bx - ax) * (dy - ay) - (by - ay) * (dx - ax)
+    if d1 * d2 < 0.0 and d3 * d4 < 0.0:
+        return 0.0
+    return min(min(_point_segment_distance(ax, ay, cx, cy, dx, dy), _point_segment_distance(bx, by, cx, cy, dx, dy)),
+               min(_point_segment_distance(cx, cy, ax, ay, bx, by), _point_segment_distance(dx, dy, ax, ay, bx, by)))
+
+
+@njit(cache=True, nogil=True)
+def _corner_too_close(px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_distance):
+    """Whether the sharp corner grown at (px, py) reaches within ``guard_distance`` of a guard edge.
+
+    The round join is safe (its points are ``delta`` from the source); the
+    sharp corner adds the cap between the round join and the miter (or square)
+    corner, whose outer sides are checked.  Caps within the arc tolerance of
+    the round join are not worth the check.
+    """
+    r = 1.0 + nkx * njx + nky * njy
+    if r >= miter_r:
+        q = delta / r
+        tips = np.array([[px + (nkx + njx) * q, py + (nky + njy) * q]])
+    else:  # the square corner's two points
+        sin_a = nkx * njy - njx * nky
+        t = math.tan(math.atan2(max(-1.0, min(1.0, sin_a)), nkx * njx + nky * njy) / 4)
+        tips = np.array([[px + delta * (nkx - nky * t), py + delta * (nky + nkx * t)],
+                         [px + delta * (njx + njy * t), py + delta * (njy - njx * t)]])
+    if math.hypot(tips[0, 0] - px, tips[0, 1] - py) - abs(delta) <= arc_tolerance:
+        return False
+    n = tips.shape[0]
+    outline = np.empty((n + 2, 2))
+    outline[0, 0], outline[0, 1] = px + nkx * delta, py + nky * delta
+    outline[1:n + 1] = tips
+    outline[n + 1, 0], outline[n + 1, 1] = px + njx * delta, py + njy * delta
+    limit = guard_distance - arc_tolerance
+    for loop in range(guard_start.shape[0] - 1):
+        s, e = guard_start[loop], guard_start[loop + 1]
+        for i in range(s, e):
+            j = i + 1 if i + 1 < e else s
+            for c in range(n + 1):
+                if _segment_distance(outline[c, 0], outline[c, 1], outline[c + 1, 0], outline[c + 1, 1],
+                                     float(guard[i, 0]), float(guard[i, 1]), float(guard[j, 0]), float(guard[j, 1])) < limit:
+                    return True
+    return False
 
 
 @njit(cache=True, nogil=True)
@@ -395,14 +456,15 @@ def _select_loops(points, loop_start, keep, reverse):
 
 
 @njit(cache=True, nogil=True)
-def offset_loops(points, loop_start, delta, round_joins, miter_limit, arc_tolerance):
+def offset_loops(points, loop_start, delta, round_joins, miter_limit, arc_tolerance, guard, guard_start, guard_distance):
     """The offset area when the raw offset loops meet nowhere (``ok``), else ``ok`` False for Clipper to do it.
 
     Loops that meet nowhere bound the region of positive winding (Clipper's
     rule for offsets): an outline stays when the others wind 0 around it, a
     hole when they wind 1.
     """
-    raw, raw_start, ok = raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance)
+    raw, raw_start, ok = raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance,
+                                    guard, guard_start, guard_distance)
     n = raw_start.shape[0] - 1
     if not ok or loops_meet(raw, raw_start, np.zeros(n, np.int64), True):
         return raw[:0], raw_start[:1], False
@@ -495,25 +557,29 @@ def _drop_small(area, min_area_mm2: float):
     return area if keep.all() else _select(area, keep)
 
 
-def _offset(area, delta_mm: float, join=None):
+def _offset(area, delta_mm: float, join=None, guard=EMPTY, guard_mm: float = 0.0):
     """The area grown (delta > 0) or shrunk (delta < 0), as oriented loops.
 
     Shrinking is exact (round joins at reflex corners); growing keeps convex
-    corners sharp (miter) unless ``join`` says otherwise.  The Numba raw offset
-    is the answer when its loops meet nowhere (loops are then kept or dropped
-    by the winding of the others); anything else goes to Clipper.
+    corners sharp (miter) unless ``join`` says otherwise -- but no closer than
+    ``guard_mm`` to the ``guard`` area's edges.  The Numba raw offset is the
+    answer when its loops meet nowhere (loops are then kept or dropped by the
+    winding of the others; corners too close to the guard are made round);
+    anything else goes to Clipper (and is clipped to the guard shrunk by
+    ``guard_mm``).
     """
     if _empty(area):
         return EMPTY
     if join is None:
         join = pyclipper.JT_ROUND if delta_mm < 0 else pyclipper.JT_MITER
     points, start, ok = offset_loops(area[0], area[1], delta_mm * SCALE, join == pyclipper.JT_ROUND,
-                                     MITER_LIMIT, ARC_TOLERANCE * SCALE)
+                                     MITER_LIMIT, ARC_TOLERANCE * SCALE, guard[0], guard[1], guard_mm * SCALE)
     if ok:
         return points, start
     offset = pyclipper.PyclipperOffset(MITER_LIMIT, ARC_TOLERANCE * SCALE)
     offset.AddPaths(_to_paths(area), join, pyclipper.ET_CLOSEDPOLYGON)
-    return _from_paths(offset.Execute(delta_mm * SCALE))
+    result = _from_paths(offset.Execute(delta_mm * SCALE))
+    return _intersection(result, _offset(guard, -guard_mm)) if guard_mm > 0 else result
 
 
 def _boolean(operation, subject, clip):
@@ -567,17 +633,21 @@ def _walls_and_fill(outline, width: float, settings: SliceSettings):
     """Wall centrelines (outermost first) and the fill area inside the innermost wall.
 
     Wall k is where a whole bead fits: the outline shrunk by (k + 1) widths
-    (the bead's inner edge), grown back by half a width.  In parts too thin
-    for a bead the wall vanishes instead of doubling back on itself.
+    (the bead's inner edge), grown back by half a width, never closer than
+    half a width to wall k - 1 (or the outline).  In parts too thin for a
+    bead the wall vanishes instead of doubling back on itself.
     """
     walls = []
-    inner = outline
+    inner = outer = outline
     for _ in range(settings.perimeters):
         inner = _drop_small(_offset(inner, -width), (0.1 * width) ** 2)
-        centre = _drop_small(_offset(inner, width / 2), (width / 2) ** 2)
+        # sharp corners regrown where the shrink cut off a narrow spike would come closer than half a
+        # width to the previous wall (or the outline): there they are round
+        centre = _drop_small(_offset(inner, width / 2, guard=outer, guard_mm=width / 2), (width / 2) ** 2)
         if _empty(centre):
             return walls, EMPTY
         walls.append(centre)
+        outer = centre
     if not settings.perimeters:
         return walls, _union(outline)
     overlap = settings.infill_overlap * width
