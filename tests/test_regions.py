@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pyclipper
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
-from shapely.geometry import LinearRing, MultiPolygon, Polygon
+from shapely.geometry import LinearRing, LineString, MultiPolygon, Polygon
 
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import LayerStack, PlanError
-from ismctl.plan.regions import RESOLUTION, build_regions, convex_hull, simplify_keep, skirt_and_brim
+from ismctl.plan.regions import (
+    RESOLUTION,
+    SCALE,
+    build_regions,
+    combine_loops,
+    convex_hull,
+    loop_areas,
+    loops_meet,
+    offset_loops,
+    simplify_keep,
+    skirt_and_brim,
+)
 
 W = 0.45
 
@@ -287,3 +299,123 @@ def test_random_star_walls_stay_inside(radii):
     fill = shape(region.skin).union(shape(region.sparse))
     allowed = shape(loops).buffer(-(3 - 0.15) * W + 2e-3)
     assert fill.difference(allowed.buffer(1e-3)).area < 1e-4
+
+
+def test_spike_walls_keep_half_a_width_from_the_outline():
+    """A narrow spike next to nearly collinear edges: the shrink cuts the spike, a sharp regrown corner would not fit."""
+    loops = [star([1.0, 1.0, 1.8984375, 2.0, 2.8125] + [1.0] * 8)]
+    region = build_regions(make_stack([loops] * 3), SliceSettings(perimeters=3))[1]
+    check_walls(loops, region, W)
+
+
+# ---------------------------------------------------------------- Numba offsets and booleans against Clipper
+
+def packed(loops):
+    points = np.round(np.concatenate(loops) * SCALE).astype(np.int64)
+    return points, np.cumsum([0] + [len(p) for p in loops]).astype(np.int64)
+
+
+def unpacked(points, start):
+    return [points[a:b] / SCALE for a, b in zip(start[:-1], start[1:])]
+
+
+def clipper_offset(loops, delta, join):
+    o = pyclipper.PyclipperOffset(2.0, 0.001 * SCALE)
+    o.AddPaths([np.round(p * SCALE).astype(np.int64).tolist() for p in loops], join, pyclipper.ET_CLOSEDPOLYGON)
+    return [np.array(p) / SCALE for p in o.Execute(delta * SCALE)]
+
+
+def clipper_boolean(a, b, op):
+    c = pyclipper.Pyclipper()
+    c.AddPaths([np.round(p * SCALE).astype(np.int64).tolist() for p in a], pyclipper.PT_SUBJECT, True)
+    c.AddPaths([np.round(p * SCALE).astype(np.int64).tolist() for p in b], pyclipper.PT_CLIP, True)
+    return [np.array(p) / SCALE for p in c.Execute(op, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO)]
+
+
+def same_area(got, expected, perimeter):
+    """Equal up to Clipper's rounding: a few 10 nm units along the boundary."""
+    assert shape(got).symmetric_difference(shape(expected)).area <= 5e-5 * perimeter + 1e-9
+    assert sorted(LinearRing(p).is_ccw for p in got) == sorted(LinearRing(p).is_ccw for p in expected)
+
+
+OFFSET_CASES = {**SHAPES, "ring": [circle(10), circle(9.8, cw=True)], "star": [star([3, 8, 2, 9, 4, 7, 2.5, 6])]}
+
+
+@pytest.mark.parametrize("name", OFFSET_CASES)
+@pytest.mark.parametrize("delta", [-0.45, -0.05, 0.225, 1.5])
+@pytest.mark.parametrize("join", [pyclipper.JT_ROUND, pyclipper.JT_MITER])
+def test_offset_kernel_matches_clipper(name, delta, join):
+    loops = OFFSET_CASES[name]
+    points, start = packed(loops)
+    got, got_start, ok = offset_loops(points, start, delta * SCALE, join == pyclipper.JT_ROUND, 2.0, 0.001 * SCALE,
+                                      np.zeros((0, 2), np.int64), np.zeros(1, np.int64), 0.0)
+    if name in ("square", "circle", "square_with_hole") and delta != 1.5:
+        assert ok  # simple cases stay in Numba
+    if name == "ring" and delta == -0.45:
+        assert ok and len(got) == 0  # both loops survive alone, the winding says nothing is left
+    if ok:
+        perimeter = shape(loops).length
+        same_area(unpacked(got, got_start), clipper_offset(loops, delta, join), perimeter)
+
+
+def test_offset_kernel_declines_what_it_cannot_do_exactly():
+    narrow = [square(0, 0, 20, 0.6)]  # the shrunk edges cross: Clipper's job
+    points, start = packed(narrow)
+    none = (np.zeros((0, 2), np.int64), np.zeros(1, np.int64), 0.0)
+    assert not offset_loops(points, start, -0.45 * SCALE, True, 2.0, 100.0, *none)[2]
+
+
+@pytest.mark.parametrize("case", ["nested", "disjoint", "hole_inside", "equal", "crossing", "touching"])
+@pytest.mark.parametrize("difference", [False, True])
+def test_boolean_kernel_matches_clipper(case, difference):
+    a = [square(0, 0, 20, 20), square(5, 5, 8, 8, cw=True)]
+    b = {"nested": [circle(3, c=(14.0, 14.0))], "disjoint": [circle(3, c=(40.0, 0.0))],
+         "hole_inside": [square(2, 2, 18, 18), circle(1, c=(13.0, 13.0), cw=True)], "equal": a,
+         "crossing": [circle(5, c=(20.0, 10.0))], "touching": [square(20, 0, 30, 10)]}[case]
+    pa, sa = packed(a)
+    pb, sb = packed(b)
+    got, got_start, ok = combine_loops(pa, sa, pb, sb, difference)
+    assert ok == (case not in ("crossing", "touching"))
+    if ok:
+        op = pyclipper.CT_DIFFERENCE if difference else pyclipper.CT_INTERSECTION
+        same_area(unpacked(got, got_start), clipper_boolean(a, b, op), 1.0)
+
+
+def reference_meet(loops, group, within):
+    """Slow reference: every pair of edges through shapely, neighbours in a loop only when they fold back."""
+    edges = [(li, i, LineString([loop[i], loop[(i + 1) % len(loop)]])) for li, loop in enumerate(loops)
+             for i in range(len(loop))]
+    for x, (la, ia, ea) in enumerate(edges):
+        for lb, ib, eb in edges[x + 1:]:
+            if group[la] == group[lb] and not within:
+                continue
+            n = len(loops[la])
+            if la == lb and ((ia + 1) % n == ib or (ib + 1) % n == ia):
+                if ea.intersection(eb).length > 0:
+                    return True
+                continue
+            if ea.intersects(eb):
+                return True
+    return False
+
+
+@hyp_settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-20, 20), st.integers(-20, 20)), min_size=3, max_size=8),
+       st.lists(st.tuples(st.integers(-20, 20), st.integers(-20, 20)), min_size=3, max_size=8), st.booleans())
+def test_meet_kernel_matches_reference(first, second, within):
+    loops = [np.array(first, float), np.array(second, float)]
+    loops = [p[np.r_[True, (np.diff(p, axis=0) != 0).any(axis=1)]] for p in loops]  # no zero-length edges
+    loops = [p if not (p[0] == p[-1]).all() else p[:-1] for p in loops]
+    if min(len(p) for p in loops) < 3:
+        return
+    points = np.concatenate(loops).astype(np.int64)
+    start = np.cumsum([0] + [len(p) for p in loops]).astype(np.int64)
+    group = np.array([0, 1], np.int64)
+    assert loops_meet(points, start, group, within) == reference_meet(loops, group, within)
+
+
+def test_loop_areas_match_shapely():
+    loops = SHAPES["square_with_hole"] + [circle(3, c=(30.0, 0.0))]
+    points, start = packed(loops)
+    expected = [Polygon(p).area * (1 if LinearRing(p).is_ccw else -1) for p in loops]
+    assert np.allclose(loop_areas(points, start) / SCALE**2, expected)
