@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from ismctl.plan import mesh_io
 from ismctl.plan.mesh_io import load_mesh
 from ismctl.plan.model import PlanError
 
@@ -32,9 +33,49 @@ def test_binary_stl_round_trip():
     loaded = load_mesh("part.stl", mesh.export(file_type="stl"))
     assert loaded.name == "part.stl"
     assert len(loaded.faces) == len(mesh.faces)
-    assert np.array_equal(loaded.faces.ravel(), np.arange(3 * len(mesh.faces)))  # soup: welding comes later
+    assert len(loaded.vertices) == len(mesh.vertices)  # welded while read
     expected = mesh.vertices.astype(np.float32).astype(np.float64)
     assert np.array_equal(triangle_set(loaded.vertices, loaded.faces), triangle_set(expected, mesh.faces))
+
+
+def binary_stl(corners: np.ndarray) -> bytes:
+    """A binary STL of float32 triangles (m, 3, 3), normals left zero."""
+    records = np.zeros(len(corners), dtype=[("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attr", "<u2")])
+    records["corners"] = corners
+    return b"\0" * 80 + len(corners).to_bytes(4, "little") + records.tobytes()
+
+
+def weld_reference(corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First-seen distinct corners (float32 bits, -0.0 as 0.0) and each corner's index, with a dict."""
+    index: dict[bytes, int] = {}
+    for row in corners.reshape(-1, 3) + np.float32(0.0):
+        index.setdefault(row.tobytes(), len(index))
+    vertices = np.frombuffer(b"".join(index), np.float32).reshape(-1, 3)
+    faces = [index[row.tobytes()] for row in corners.reshape(-1, 3) + np.float32(0.0)]
+    return vertices.astype(np.float64), np.array(faces).reshape(-1, 3)
+
+
+def test_big_binary_stl_is_welded_in_chunks_from_file_and_bytes(tmp_path):
+    """More triangles than one read chunk; corners repeat across chunks, -0.0 meets 0.0, a NaN corner welds too."""
+    rng = np.random.default_rng(5)
+    grid = rng.integers(-3, 40, size=(5000, 3)).astype(np.float32) * np.float32(0.25)
+    grid[:10] = -0.0
+    grid[10] = np.nan
+    corners = grid[rng.integers(0, len(grid), size=(3 * mesh_io._STL_CHUNK + 7, 3))]
+    ref_vertices, ref_faces = weld_reference(corners)
+    path = tmp_path / "big.stl"
+    path.write_bytes(binary_stl(corners))
+    for loaded in (load_mesh(path), load_mesh("big.stl", path.read_bytes())):
+        assert np.array_equal(loaded.vertices, ref_vertices, equal_nan=True)
+        assert np.array_equal(loaded.faces, ref_faces)
+        assert not ((loaded.vertices == 0) & np.signbit(loaded.vertices)).any()  # no -0.0 left
+    assert len(ref_vertices) <= len(grid) < corners.size // 3
+
+
+def test_binary_stl_that_shrinks_while_read_is_refused():
+    data = binary_stl(np.ones((10, 3, 3), np.float32))
+    with pytest.raises(PlanError, match=r"'moving.stl': binary STL truncated while reading triangle 4"):
+        mesh_io._read_binary_stl("moving.stl", io.BytesIO(data[84:84 + 50 * 4 + 20]), 10)
 
 
 def test_binary_stl_whose_header_starts_with_solid():

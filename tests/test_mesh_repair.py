@@ -270,6 +270,11 @@ def test_volume_and_ray_kernels_match_references():
     assert np.array_equal(crossings, reference)
     assert (crossings % 2).tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
 
+    first_face, lo, hi = mesh_repair._shell_extents(mesh.vertices, faces, shell, 3)
+    for s, part in enumerate((outer, inner, apart)):
+        assert first_face[s] == np.flatnonzero(shell == s)[0]
+        assert np.array_equal(lo[s], part.vertices.min(axis=0)) and np.array_equal(hi[s], part.vertices.max(axis=0))
+
 
 # ---- property: any placement, face order and winding of a closed part repairs to its volume ----
 

@@ -2,8 +2,11 @@
 
 Parsing is vectorised (``np.frombuffer`` and regular expressions over the
 bytes, numbers converted by numpy in one go) because a part can have millions
-of triangles.  STL comes back as a triangle soup (every corner its own vertex):
-welding is ``mesh_repair``'s job.  Coordinates are millimetres; STL and OBJ
+of triangles.  Binary STL, the format of big parts, is read in chunks of
+records whose float32 corners are welded as they come (``mesh_topology.Welder``),
+so neither the file nor a float64 copy of every corner (100 MB for 1.4M
+triangles) is ever held whole.  ASCII STL comes back as a triangle soup (every
+corner its own vertex): welding it is ``mesh_repair``'s job.  Coordinates are millimetres; STL and OBJ
 carry no unit, 3MF's ``unit`` is converted.  3MF uses the standard library
 (zipfile, ElementTree): the format is plain XML in a zip, so no dependency.
 """
@@ -11,6 +14,7 @@ carry no unit, 3MF's ``unit`` is converted.  3MF uses the standard library
 from __future__ import annotations
 
 import itertools
+import os
 import posixpath
 import re
 import zipfile
@@ -20,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .mesh_topology import WELD_CHUNK_ROWS, Welder
 from .model import Mesh, PlanError
 
 SUPPORTED = "STL (binary or ASCII), OBJ, 3MF"
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
 assert _STL_RECORD.itemsize == 50
+_STL_CHUNK = WELD_CHUNK_ROWS // 3  # triangles read and welded at a time
 
 _NUM = rb"(\S+)"
 _WS = rb"\s+"
@@ -52,13 +58,20 @@ _3MF_DEFAULT_MODEL = "3D/3dmodel.model"
 def load_mesh(path: str | Path, data: bytes | None = None, name: str | None = None) -> Mesh:
     """Read a mesh file (or ``data``, its bytes; ``path`` then only names it and its format)."""
     path = Path(path)
+    label, suffix = str(path), path.suffix.lower()
     if data is None:
         try:
-            data = path.read_bytes()
+            with path.open("rb") as file:
+                count = _binary_stl_count(file.read(84), os.fstat(file.fileno()).st_size)
+                if suffix == ".stl" and count is not None:
+                    vertices, faces = _read_binary_stl(label, file, count)
+                else:
+                    file.seek(0)
+                    data = file.read()
         except OSError as exc:
-            raise PlanError(f"cannot read mesh file {str(path)!r}: {exc.strerror or exc}") from exc
-    label = str(path)
-    vertices, faces = _parse(label, path.suffix.lower(), data)
+            raise PlanError(f"cannot read mesh file {label!r}: {exc.strerror or exc}") from exc
+    if data is not None:
+        vertices, faces = _parse(label, suffix, data)
     return Mesh(vertices, faces, name if name is not None else path.name)
 
 
@@ -77,22 +90,24 @@ def _parse(label: str, suffix: str, data: bytes) -> tuple[np.ndarray, np.ndarray
 # ---- STL ---------------------------------------------------------------------------------------
 
 
-def _binary_stl_count(data: bytes) -> int | None:
-    """The triangle count if ``data`` has exactly the size a binary STL with that count has."""
-    if len(data) < 84:
+def _binary_stl_count(head: bytes, size: int) -> int | None:
+    """The triangle count if a file starting with ``head`` has exactly the size a binary STL with that count has."""
+    if size < 84 or len(head) < 84:
         return None
-    count = int.from_bytes(data[80:84], "little")
-    return count if len(data) == 84 + 50 * count else None
+    count = int.from_bytes(head[80:84], "little")
+    return count if size == 84 + 50 * count else None
 
 
 def _looks_like_stl(data: bytes) -> bool:
-    return _binary_stl_count(data) is not None or data.lstrip()[:5].lower() == b"solid"
+    return _binary_stl_count(data, len(data)) is not None or data.lstrip()[:5].lower() == b"solid"
 
 
 def _parse_stl(label: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     # A binary STL's 80-byte header may start with "solid" too: the size rule decides.
-    if _binary_stl_count(data) is not None:
-        return _parse_binary_stl(label, data)
+    count = _binary_stl_count(data, len(data))
+    if count is not None:
+        records = np.frombuffer(data, dtype=_STL_RECORD, count=count, offset=84)
+        return _weld_stl_records(count, (records[s:s + _STL_CHUNK] for s in range(0, count, _STL_CHUNK)))
     if data.lstrip()[:5].lower() == b"solid" and re.search(rb"\bfacet\b|\bendsolid\b", data[:4096], re.IGNORECASE):
         return _parse_ascii_stl(label, data)
     if len(data) < 84:
@@ -110,13 +125,31 @@ def _parse_stl(label: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _parse_binary_stl(label: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    count = int.from_bytes(data[80:84], "little")
-    corners = np.frombuffer(data, dtype=_STL_RECORD, count=count, offset=84)["corners"]
-    vertices = np.empty((count, 3, 3), np.float64)
-    vertices[:] = corners  # one strided float32 -> float64 pass (astype on the record view is slower)
-    vertices = vertices.reshape(-1, 3)
-    return vertices, np.arange(3 * count, dtype=np.int32).reshape(-1, 3)
+def _read_binary_stl(label: str, file, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weld a binary STL straight from ``file`` (positioned after the header), one chunk of records at a time."""
+    buffer = np.empty(min(count, _STL_CHUNK) * _STL_RECORD.itemsize, np.uint8)
+
+    def chunks():
+        for start in range(0, count, _STL_CHUNK):
+            want = min(_STL_CHUNK, count - start) * _STL_RECORD.itemsize
+            got = file.readinto(buffer[:want])
+            if got != want:  # the file shrank after its size was read
+                raise PlanError(f"{label!r}: binary STL truncated while reading triangle {start + got // 50}")
+            yield buffer[:want].view(_STL_RECORD)
+
+    return _weld_stl_records(count, chunks())
+
+
+def _weld_stl_records(count: int, chunks) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (float64, welded bit-exactly in float32) and int32 faces of ``count`` STL records given in chunks."""
+    welder = Welder(np.float32, expected=count // 2 + 1024)  # a closed mesh has about half as many vertices as faces
+    faces = np.empty((count, 3), np.int32)
+    corner_index = faces.reshape(-1)
+    done = 0
+    for records in chunks:
+        welder.add(records["corners"], corner_index[3 * done:3 * (done + len(records))])
+        done += len(records)
+    return welder.vertices(), faces
 
 
 def _parse_ascii_stl(label: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,10 @@ with a ``PlanError`` that names the mesh and the problem, and makes only
 repairs that do not change the part: weld identical corners, drop faces
 without area, merge boundary vertices closer than a gap tolerance (no vertex
 moves further than it), drop duplicate faces, and orient faces so every shell
-faces outward.  Each repair is counted in the ``MeshReport``.
+faces outward.  Each repair is counted in the ``MeshReport``.  A mesh whose
+every edge has two faces running it opposite ways (the usual case) is
+recognised in one pass and skips the edge repairs and the orientation flood;
+only its shells' outsides are checked.
 
 Orientation limitation: a shell is taken as a void (faces inward) when a point
 of it is inside an odd number of other shells (ray parity); shells that touch
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from .mesh_topology import face_edges, weld_exact
+from .mesh_topology import face_edges, oriented_shells, weld_exact
 from .model import Mesh, PlanError
 
 DEFAULT_BUILD_VOLUME = (220.0, 220.0, 250.0)
@@ -99,6 +102,24 @@ def prepare_mesh(
     if len(faces) == 0:
         raise PlanError(f"{label}: nothing left after removing {report.degenerate_removed} degenerate faces")
 
+    oriented = oriented_shells(faces, len(vertices))
+    if oriented is not None:  # closed and consistently oriented (the usual case): nothing to mend but the outside
+        shell, n_shells = oriented
+        flip = np.zeros(len(faces), bool)
+    else:
+        faces, shell, flip, n_shells = _mend_edges(label, vertices, faces, report, allow_open, gap_tolerance)
+    faces = _orient(vertices, faces, shell, flip, n_shells, report)
+    vertices, faces, unused = _compact(vertices, faces)
+    report.unused_vertices_removed += unused
+    report.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
+    return Mesh(vertices, faces, mesh.name), report
+
+
+def _mend_edges(label, vertices, faces, report: MeshReport, allow_open: bool, gap_tolerance: float):
+    """Close gaps, drop duplicate faces, refuse open edges (unless allowed), and flood the orientation.
+
+    Returns (faces, shell of each face, flip of each face, number of shells).
+    """
     edge_of_face, edge_vertices, uses, _ = face_edges(faces, len(vertices))
     if (uses == 1).any():
         faces, report.gaps_closed = _close_gaps(vertices, faces, edge_vertices[uses == 1], gap_tolerance)
@@ -123,11 +144,8 @@ def prepare_mesh(
             f"(one runs from {_xyz(where[0])} to {_xyz(where[1])})"
         )
 
-    faces = _orient(vertices, faces, edge_of_face, uses, report)
-    vertices, faces, unused = _compact(vertices, faces)
-    report.unused_vertices_removed += unused
-    report.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
-    return Mesh(vertices, faces, mesh.name), report
+    shell, flip, n_shells, report.orientation_conflicts = _flood_orientation(faces, edge_of_face, uses)
+    return faces, shell, flip, n_shells
 
 
 def _xyz(p: np.ndarray) -> str:
@@ -160,8 +178,10 @@ def _check_size(label: str, points: np.ndarray, build_volume) -> None:
 
 
 def _drop_degenerate(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
-    keep = ~_degenerate_faces(vertices, faces, _ZERO_AREA)
-    return faces[keep], int(len(faces) - keep.sum())
+    degenerate = _degenerate_faces(vertices, faces, _ZERO_AREA)
+    if not degenerate.any():
+        return faces, 0
+    return faces[~degenerate], int(degenerate.sum())
 
 
 @njit(cache=True, nogil=True)
@@ -284,7 +304,7 @@ def _flood_orientation(faces, edge_of_face, uses):
     """
     m = faces.shape[0]
     n_edges = uses.shape[0]
-    edge_face = np.full((n_edges, 2), -1, np.int64)
+    edge_face = np.full((n_edges, 2), -1, np.int32)
     edge_up = np.zeros((n_edges, 2), np.bool_)  # does that face run the edge from low to high vertex
     for f in range(m):
         for k in range(3):
@@ -293,9 +313,9 @@ def _flood_orientation(faces, edge_of_face, uses):
                 side = 0 if edge_face[e, 0] < 0 else 1
                 edge_face[e, side] = f
                 edge_up[e, side] = faces[f, k] < faces[f, (k + 1) % 3]
-    shell = np.full(m, -1, np.int64)
+    shell = np.full(m, -1, np.int32)
     flip = np.zeros(m, np.bool_)
-    queue = np.empty(m, np.int64)
+    queue = np.empty(m, np.int32)
     n_shells = 0
     conflicts = 0
     for seed in range(m):
@@ -376,19 +396,26 @@ def _ray_crossings(vertices, faces, shell, points, candidate_start, candidates, 
     return crossings
 
 
-def _orient(vertices, faces, edge_of_face, uses, report: MeshReport) -> np.ndarray:
-    """Faces flipped so each shell is consistent and outward (inward for a shell inside another)."""
-    shell, flip, n_shells, report.orientation_conflicts = _flood_orientation(faces, edge_of_face, uses)
+def _orient(vertices, faces, shell, flip, n_shells, report: MeshReport) -> np.ndarray:
+    """Faces flipped (``flip`` makes each shell consistent) so each shell faces outward, or inward inside another."""
     report.shells = n_shells
-    oriented = faces.copy()
-    oriented[flip] = oriented[flip][:, [0, 2, 1]]
+    consistent = _flipped(faces, flip)
     origin = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
-    volume = _shell_volumes(vertices, oriented, shell, n_shells, origin)
-    inside = _shells_inside(vertices, oriented, shell, n_shells)
+    volume = _shell_volumes(vertices, consistent, shell, n_shells, origin)
+    inside = _shells_inside(vertices, consistent, shell, n_shells)
+    del consistent
     report.voids = int(inside.sum())
     wrong = (volume < 0) != inside
-    flip ^= wrong[shell]
+    if wrong.any():
+        flip ^= wrong[shell]
     report.faces_flipped = int(flip.sum())
+    return _flipped(faces, flip)
+
+
+def _flipped(faces, flip):
+    """``faces`` with the ``flip`` ones turned over (the same array when none is)."""
+    if not flip.any():
+        return faces
     out = faces.copy()
     out[flip] = out[flip][:, [0, 2, 1]]
     return out
@@ -398,14 +425,8 @@ def _shells_inside(vertices, faces, shell, n_shells) -> np.ndarray:
     """For each shell, whether a point of it lies inside an odd number of other shells."""
     if n_shells == 1:
         return np.zeros(1, bool)
-    first_face = np.full(n_shells, len(faces))
-    np.minimum.at(first_face, shell, np.arange(len(faces)))
+    first_face, lo, hi = _shell_extents(vertices, faces, shell, n_shells)
     points = vertices[faces[first_face]].mean(axis=1)
-    corners = vertices[faces]
-    lo = np.full((n_shells, 3), np.inf)
-    hi = np.full((n_shells, 3), -np.inf)
-    np.minimum.at(lo, shell, corners.min(axis=1))
-    np.maximum.at(hi, shell, corners.max(axis=1))
     # candidate[s, t]: point of shell t is within shell s's box
     candidate = ((points[None, :, :] >= lo[:, None, :]) & (points[None, :, :] <= hi[:, None, :])).all(axis=2)
     np.fill_diagonal(candidate, False)
@@ -413,6 +434,24 @@ def _shells_inside(vertices, faces, shell, n_shells) -> np.ndarray:
     start = np.searchsorted(rows, np.arange(n_shells + 1))
     crossings = _ray_crossings(vertices, faces, shell, points, start, cols.astype(np.int64), _RAY)
     return (crossings % 2).sum(axis=0) % 2 == 1
+
+
+@njit(cache=True, nogil=True)
+def _shell_extents(vertices, faces, shell, n_shells):
+    """Each shell's first face and bounding box (lo, hi), in one pass without an (m, 3, 3) corner copy."""
+    first_face = np.full(n_shells, -1, np.int64)
+    lo = np.full((n_shells, 3), np.inf)
+    hi = np.full((n_shells, 3), -np.inf)
+    for f in range(faces.shape[0]):
+        s = shell[f]
+        if first_face[s] < 0:
+            first_face[s] = f
+        for k in range(3):
+            for d in range(3):
+                x = vertices[faces[f, k], d]
+                lo[s, d] = min(lo[s, d], x)
+                hi[s, d] = max(hi[s, d], x)
+    return first_face, lo, hi
 
 
 def _compact(vertices, faces):
