@@ -520,7 +520,7 @@ EMPTY = (np.zeros((0, 2), np.int64), np.zeros(1, np.int64))
 def _from_paths(paths):
     if not paths:
         return EMPTY
-    points = np.array(list(chain.from_iterable(paths)), dtype=np.int64).reshape(-1, 2)
+    points = np.fromiter(chain.from_iterable(chain.from_iterable(paths)), np.int64).reshape(-1, 2)
     return points, np.concatenate(([0], np.cumsum([len(p) for p in paths]))).astype(np.int64)
 
 
