@@ -11,7 +11,7 @@ import pytest
 from shapely.geometry import LineString, Polygon
 
 from ismctl import gcode
-from ismctl.plan.fdm_gcode import emit_fdm, format_duration, leaves_outline, put_number
+from ismctl.plan.fdm_gcode import emit_fdm, format_duration, leaves_outline, put_number, wall_grid
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import ExtrusionPath, LayerPaths, LayerRegions, PathKind, PlanError
 from ismctl.plan.toolpath import effective_speeds, order_layers
@@ -99,26 +99,95 @@ def slow_leaves(a, b, polygon: Polygon) -> bool:
     return not polygon.covers(LineString([a, b]))
 
 
+def packed(loops):
+    pts = np.concatenate(loops)
+    start = np.concatenate(([0], np.cumsum([len(lp) for lp in loops]))).astype(np.int64)
+    return pts, start
+
+
+def slow_leaves_all_edges(a, b, loops) -> bool:
+    """The test without a grid: every edge of every loop (the kernel's rules, written plainly)."""
+    def orient(p, q, r):
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    mid = (a + b) / 2
+    inside = False
+    for lp in loops:
+        for p, q in zip(lp[:-1], lp[1:]):
+            if orient(a, b, p) * orient(a, b, q) < 0 and orient(p, q, a) * orient(p, q, b) < 0:
+                return True
+            if (p[1] > mid[1]) != (q[1] > mid[1]) and mid[0] > p[0] + (mid[1] - p[1]) * (q[0] - p[0]) / (q[1] - p[1]):
+                inside = not inside
+    return not inside
+
+
 def test_leaves_outline_matches_shapely():
     rng = np.random.default_rng(5)
     outline, hole, other = closed(circle(0, 0, 10, 40)), closed(square(0, 0, 3, hole=True)), closed(square(25, 0, 4))
     loops = [outline, hole, other]
-    pts = np.concatenate(loops)
-    start = np.concatenate(([0], np.cumsum([len(lp) for lp in loops]))).astype(np.int64)
-    box = np.array([[lp[:, 0].min(), lp[:, 1].min(), lp[:, 0].max(), lp[:, 1].max()] for lp in loops])
+    pts, start = packed(loops)
+    grid = wall_grid(pts, start, np.arange(3, dtype=np.int64))
     shape = Polygon(outline, [hole]).union(Polygon(other))
     seen = set()
     for _ in range(1500):
         a, b = rng.uniform(-14, 32, (2, 2))
-        got = leaves_outline(a[0], a[1], b[0], b[1], pts, start, np.arange(3, dtype=np.int64), box)
+        got = leaves_outline(a[0], a[1], b[0], b[1], pts, grid)
         assert got == slow_leaves(a, b, shape), (a, b)
         seen.add(got)
     assert seen == {True, False}
     # ends on the walls themselves (where travels start and end) do not count as leaving
+    one = wall_grid(pts, start, np.arange(1, dtype=np.int64))
     a, b = outline[0], outline[20]  # a diameter, vertex to vertex
-    assert not leaves_outline(a[0], a[1], b[0], b[1], pts, start, np.arange(1, dtype=np.int64), box[:1])
+    assert not leaves_outline(a[0], a[1], b[0], b[1], pts, one)
     a, b = outline[5], outline[6]  # along a wall edge, ends on it
-    assert not leaves_outline(a[0], a[1], b[0], b[1], pts, start, np.arange(1, dtype=np.int64), box[:1])
+    assert not leaves_outline(a[0], a[1], b[0], b[1], pts, one)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_leaves_outline_grid_matches_every_edge_test(seed):
+    """Many short collinear edges (a subdivided mesh's sections), edges on cell borders,
+    horizontal and vertical travels, travels from outside the grid: the grid must find
+    exactly what a test against every edge finds."""
+    rng = np.random.default_rng(seed)
+    dense = closed(circle(0, 0, 10, 400))
+    flat = np.array([[x, -14.0] for x in np.linspace(-14, 14, 57)] + [[14.0, y] for y in np.linspace(-13.5, 14, 56)]
+                    + [[-14.0, 14.0]])  # collinear points, many on cell borders
+    loops = [closed(flat), dense, closed(square(0, 0, 3, hole=True))]
+    pts, start = packed(loops)
+    grid = wall_grid(pts, start, np.arange(3, dtype=np.int64))
+    snap = pts[rng.integers(0, len(pts), (600, 2))]  # travels between wall points, as real ones are
+    free = rng.uniform(-20, 20, (600, 2, 2))
+    axis = free.copy()
+    axis[:300, 1, 1] = axis[:300, 0, 1]  # horizontal
+    axis[300:, 1, 0] = axis[300:, 0, 0]  # vertical
+    grid_y = np.round(rng.uniform(-14, 14, (200, 1)) / grid[2]) * grid[2] + grid[1]  # exactly on row borders
+    on_border = np.stack((np.column_stack((rng.uniform(-20, 20, 200), grid_y[:, 0])),
+                          np.column_stack((rng.uniform(-20, 20, 200), grid_y[:, 0]))), axis=1)
+    seen = set()
+    for a, b in np.concatenate((snap, free, axis, on_border)):
+        got = leaves_outline(a[0], a[1], b[0], b[1], pts, grid)
+        assert got == slow_leaves_all_edges(a, b, loops), (a.tolist(), b.tolist())
+        seen.add(got)
+    assert seen == {True, False}
+
+
+def test_wall_grid_holds_every_edge_in_every_cell_it_touches():
+    rng = np.random.default_rng(2)
+    loops = [closed(circle(0, 0, 10, 90)), closed(square(30, 5, 2)), closed(circle(3, 1, 2, 7))]
+    pts, start = packed(loops)
+    x0, y0, h, nx, ny, cell_start, cell_edge = wall_grid(pts, start, np.array([0, 2], np.int64))
+    edges = {i for L in (0, 2) for i in range(start[L], start[L + 1] - 1)}
+    held = {int(e) for e in cell_edge}
+    assert held == edges  # loop 1 is not asked for
+    assert cell_start[0] == 0 and cell_start[-1] == len(cell_edge) and (np.diff(cell_start) >= 0).all()
+    assert nx * ny <= 4 * len(edges)  # about two edges a cell, not a grid larger than the walls
+    for i in rng.choice(sorted(edges), 40):
+        for t in np.linspace(0, 1, 11):  # every point of the edge lies in a cell that holds it
+            p = pts[i] + t * (pts[i + 1] - pts[i])
+            c = min(int((p[1] - y0) // h), ny - 1) * nx + min(int((p[0] - x0) // h), nx - 1)
+            assert i in cell_edge[cell_start[c]:cell_start[c + 1]]
+    empty = wall_grid(pts, start, np.zeros(0, np.int64))
+    assert len(empty[6]) == 0 and leaves_outline(0.0, 0.0, 1.0, 1.0, pts, empty)  # no walls: all is outside
 
 
 # ---------------------------------------------------------------------------
@@ -176,7 +245,7 @@ def test_solid_square_extrudes_its_area_times_height():
     inner = side / 2 - w
     lines = hatch(-inner + w / 2, inner - w / 2, -inner, inner, w)
     paths = [ExtrusionPath(PathKind.WALL_OUTER, wall, w, 30.0)] + [ExtrusionPath(PathKind.SKIN, ln, w, 40.0) for ln in lines]
-    text, _ = emit_fdm([LayerPaths(0, h, h, paths)], s)
+    text, _ = emit_fdm([LayerPaths.from_paths(0, h, h, paths)], s)
     assert extruded_by_layer(text, s)[0] == pytest.approx(side * side * h, rel=0.02)
 
 
@@ -204,7 +273,7 @@ def test_retract_and_z_hop_only_on_travels_that_leave_the_part():
         ExtrusionPath(PathKind.INFILL, np.array([[10.0, 18.0], [3.0, 18.0]]), 0.45, 80.0),  # short: none
     ]
     layer_z = 0.3
-    text, program = emit_fdm([LayerPaths(0, layer_z, 0.3, paths)], s)
+    text, program = emit_fdm([LayerPaths.from_paths(0, layer_z, 0.3, paths)], s)
     blocks = travel_blocks(program)
     # the first travel (from home at 0,0 to the wall corner) runs along no edge: no retract either
     retracting_travels = [b for _, b in blocks if any(c.startswith("G0 X") for c in b)]
@@ -290,12 +359,12 @@ def test_bad_layers_are_named():
     s = SliceSettings()
     good = ExtrusionPath(PathKind.SKIN, np.array([[0.0, 0.0], [1.0, 0.0]]), 0.45, 40.0)
     with pytest.raises(PlanError, match="layer 3 path 1"):
-        emit_fdm([LayerPaths(3, 0.3, 0.3, [good, ExtrusionPath(PathKind.SKIN, np.array([[0.0, np.nan], [1, 1]]), 0.45, 40.0)])], s)
+        emit_fdm([LayerPaths.from_paths(3, 0.3, 0.3, [good, ExtrusionPath(PathKind.SKIN, np.array([[0.0, np.nan], [1, 1]]), 0.45, 40.0)])], s)
     with pytest.raises(PlanError, match="layer 0 path 0"):
-        emit_fdm([LayerPaths(0, 0.3, 0.3, [ExtrusionPath(PathKind.SKIN, np.zeros((1, 2)), 0.45, 40.0)])], s)
+        emit_fdm([LayerPaths.from_paths(0, 0.3, 0.3, [ExtrusionPath(PathKind.SKIN, np.zeros((1, 2)), 0.45, 40.0)])], s)
     with pytest.raises(PlanError, match="layer 0 path 0"):
-        emit_fdm([LayerPaths(0, 0.3, 0.3, [ExtrusionPath(PathKind.TRAVEL, np.zeros((2, 2)), 0.45, 40.0)])], s)
+        emit_fdm([LayerPaths.from_paths(0, 0.3, 0.3, [ExtrusionPath(PathKind.TRAVEL, np.zeros((2, 2)), 0.45, 40.0)])], s)
     with pytest.raises(PlanError, match="nothing to print"):
         emit_fdm([], s)
     with pytest.raises(PlanError, match="layer 0"):
-        emit_fdm([LayerPaths(0, float("nan"), 0.3, [good])], s)
+        emit_fdm([LayerPaths.from_paths(0, float("nan"), 0.3, [good])], s)

@@ -30,8 +30,8 @@ Choices:
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import math
-from operator import attrgetter
 
 import numpy as np
 from numba import njit
@@ -52,6 +52,8 @@ _WORD_LETTERS = np.frombuffer(b"FXYZE", np.uint8).copy()
 _WORD_DECIMALS = np.array([1, 3, 3, 3, 5], np.int64)  # F (mm/min), X, Y, Z, E
 #: ``;TYPE:`` names by PathKind (Cura's, BRIM ours)
 TYPE_NAMES = ("SKIRT", "BRIM", "WALL-OUTER", "WALL-INNER", "SKIN", "FILL")
+_TYPE_TEXT = np.frombuffer("".join(TYPE_NAMES).encode("ascii"), np.uint8).copy()
+_TYPE_START = np.cumsum([0] + [len(t) for t in TYPE_NAMES]).astype(np.int64)
 _MAX_COORD = 99_999.0  # mm: keeps every command far under Marlin's 82-byte budget
 _LINE_BYTES = 72  # upper bound of one formatted record (5 words of <= 12 bytes each)
 _END_LIFT = 10.0  # mm the nozzle rises off the finished part
@@ -126,18 +128,19 @@ def _put_text(buf, pos, table, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, type_start, first_line):
-    """Every record as one line of ASCII, the notes (``;LAYER:``, ``;TYPE:``) between them:
-    (all lines, the command lines only, 1-based line of each record counting from ``first_line``)."""
+def _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, type_start):
+    """Every record as one line of ASCII, the notes (``;LAYER:``, ``;TYPE:``) between them.
+    The buffer starts at a typical line length and grows by half when a line might not
+    fit (a worst-case buffer would be three times the text)."""
     n = op.shape[0]
-    buf = np.empty(n * _LINE_BYTES + note_at.shape[0] * 24, np.uint8)
-    cmd = np.empty(n * _LINE_BYTES, np.uint8)
-    line_of = np.empty(n, np.int32)
+    buf = np.empty(n * 32 + note_at.shape[0] * 24 + _LINE_BYTES, np.uint8)
     pos = 0
-    n_cmd = 0
-    line_no = first_line
     j = 0
     for r in range(n + 1):
+        if pos + _LINE_BYTES * 2 > buf.shape[0]:  # room for a note and a record
+            grown = np.empty(buf.shape[0] * 3 // 2 + _LINE_BYTES * 2, np.uint8)
+            grown[:pos] = buf[:pos]
+            buf = grown
         while j < note_at.shape[0] and note_at[j] == r:
             if note_kind[j] == NOTE_LAYER:
                 for ch in (59, 76, 65, 89, 69, 82, 58):  # ;LAYER:
@@ -151,11 +154,9 @@ def _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, ty
                 pos = _put_text(buf, pos, type_text, type_start[note_arg[j]], type_start[note_arg[j] + 1])
             buf[pos] = 10
             pos += 1
-            line_no += 1
             j += 1
         if r == n:
             break
-        start = pos
         code = op[r]
         if code == OP_FAN:  # M106 S<0-255>, or M107 for off
             buf[pos] = 77
@@ -180,11 +181,7 @@ def _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, ty
                     pos = put_number(buf, pos + 2, val[r, w], _WORD_DECIMALS[w])
         buf[pos] = 10
         pos += 1
-        cmd[n_cmd:n_cmd + pos - start] = buf[start:pos]
-        n_cmd += pos - start
-        line_of[r] = line_no
-        line_no += 1
-    return buf[:pos], cmd[:n_cmd], line_of
+    return buf[:pos]
 
 
 # ---------------------------------------------------------------------------
@@ -197,31 +194,95 @@ def _orient(ax, ay, bx, by, cx, cy):
 
 
 @njit(cache=True, nogil=True)
-def leaves_outline(ax, ay, bx, by, pts, path_start, loops, box):
-    """Does the travel a->b leave the area inside ``loops`` (closed paths, even-odd)?
+def _cell(v, v0, h, n):
+    """Grid index of coordinate ``v`` (clamped to 0..n-1): monotonic in ``v``."""
+    return min(max(int(math.floor((v - v0) / h)), 0), n - 1)
+
+
+@njit(cache=True, nogil=True)
+def wall_grid(pts, path_start, loops):
+    """The edges of the closed paths ``loops`` bucketed into a uniform grid of about two
+    edges per cell, each edge in every cell its bounding box touches, so a travel tests
+    only the edges near it: (x0, y0, cell size, nx, ny, cell_start, cell_edge), an edge
+    named by the index of its first point in ``pts``."""
+    n_edges = 0
+    x0 = np.inf
+    y0 = np.inf
+    x1 = -np.inf
+    y1 = -np.inf
+    for t in range(loops.shape[0]):
+        for i in range(path_start[loops[t]], path_start[loops[t] + 1]):
+            x0 = min(x0, pts[i, 0])
+            y0 = min(y0, pts[i, 1])
+            x1 = max(x1, pts[i, 0])
+            y1 = max(y1, pts[i, 1])
+        n_edges += path_start[loops[t] + 1] - path_start[loops[t]] - 1
+    if n_edges <= 0:
+        return 0.0, 0.0, 1.0, 1, 1, np.zeros(2, np.int64), np.zeros(0, np.int64)
+    span = max(x1 - x0, y1 - y0, 1e-9)
+    area = max((x1 - x0) * (y1 - y0), span * span / n_edges)  # a thin part still gets ~n cells
+    h = math.sqrt(2.0 * area / n_edges)
+    nx = int((x1 - x0) / h) + 1
+    ny = int((y1 - y0) / h) + 1
+    edge = np.empty(n_edges, np.int64)
+    box = np.empty((n_edges, 4), np.int64)  # cell range of each edge: i0, i1, j0, j1
+    cell_start = np.zeros(nx * ny + 1, np.int64)
+    n = 0
+    for t in range(loops.shape[0]):
+        for i in range(path_start[loops[t]], path_start[loops[t] + 1] - 1):
+            edge[n] = i
+            box[n, 0] = _cell(min(pts[i, 0], pts[i + 1, 0]), x0, h, nx)
+            box[n, 1] = _cell(max(pts[i, 0], pts[i + 1, 0]), x0, h, nx)
+            box[n, 2] = _cell(min(pts[i, 1], pts[i + 1, 1]), y0, h, ny)
+            box[n, 3] = _cell(max(pts[i, 1], pts[i + 1, 1]), y0, h, ny)
+            for j in range(box[n, 2], box[n, 3] + 1):
+                for c in range(j * nx + box[n, 0], j * nx + box[n, 1] + 1):
+                    cell_start[c + 1] += 1
+            n += 1
+    for c in range(nx * ny):
+        cell_start[c + 1] += cell_start[c]
+    cell_edge = np.empty(cell_start[nx * ny], np.int64)
+    fill = cell_start[:-1].copy()
+    for n in range(n_edges):
+        for j in range(box[n, 2], box[n, 3] + 1):
+            for c in range(j * nx + box[n, 0], j * nx + box[n, 1] + 1):
+                cell_edge[fill[c]] = edge[n]
+                fill[c] += 1
+    return x0, y0, h, nx, ny, cell_start, cell_edge
+
+
+@njit(cache=True, nogil=True)
+def leaves_outline(ax, ay, bx, by, pts, grid):
+    """Does the travel a->b leave the area inside the loops of ``grid`` (:func:`wall_grid`;
+    closed paths, even-odd)?
 
     Yes when it properly crosses a loop edge (touching at its ends does not
     count: travels start and end on walls) or when its midpoint is outside.
+    Only the cells the travel passes through and the midpoint's row are searched.
     """
-    mx = 0.5 * (ax + bx)
-    my = 0.5 * (ay + by)
-    inside = False
-    for t in range(loops.shape[0]):
-        may_cross = not (box[t, 0] > max(ax, bx) or box[t, 2] < min(ax, bx)
-                         or box[t, 1] > max(ay, by) or box[t, 3] < min(ay, by))
-        ray_may_hit = box[t, 1] <= my <= box[t, 3] and box[t, 0] <= mx  # the ray runs from the midpoint to -x
-        if not (may_cross or ray_may_hit):
-            continue
-        p = loops[t]
-        for i in range(path_start[p], path_start[p + 1] - 1):
-            px = pts[i, 0]
-            py = pts[i, 1]
-            qx = pts[i + 1, 0]
-            qy = pts[i + 1, 1]
-            if (py > my) != (qy > my):
-                if mx > px + (my - py) * (qx - px) / (qy - py):
-                    inside = not inside
-            if may_cross:
+    x0, y0, h, nx, ny, cell_start, cell_edge = grid
+    ylo = min(ay, by)
+    yhi = max(ay, by)
+    pad = h * 1e-6  # the cells a travel touches, with room for rounding at cell borders
+    for j in range(_cell(ylo - pad, y0, h, ny), _cell(yhi + pad, y0, h, ny) + 1):
+        # the part of the travel inside row j, padded (border rows reach to infinity)
+        r0 = max(ylo, y0 + j * h - pad) if j > 0 else ylo
+        r1 = min(yhi, y0 + (j + 1) * h + pad) if j < ny - 1 else yhi
+        if ay == by:
+            xa = min(ax, bx)
+            xb = max(ax, bx)
+        else:
+            xa = ax + (r0 - ay) * (bx - ax) / (by - ay)
+            xb = ax + (r1 - ay) * (bx - ax) / (by - ay)
+            if xa > xb:
+                xa, xb = xb, xa
+        for c in range(j * nx + _cell(xa - pad, x0, h, nx), j * nx + _cell(xb + pad, x0, h, nx) + 1):
+            for q in range(cell_start[c], cell_start[c + 1]):
+                i = cell_edge[q]
+                px = pts[i, 0]
+                py = pts[i, 1]
+                qx = pts[i + 1, 0]
+                qy = pts[i + 1, 1]
                 d1 = _orient(ax, ay, bx, by, px, py)
                 d2 = _orient(ax, ay, bx, by, qx, qy)
                 if d1 * d2 < 0.0:
@@ -229,6 +290,24 @@ def leaves_outline(ax, ay, bx, by, pts, path_start, loops, box):
                     d4 = _orient(px, py, qx, qy, bx, by)
                     if d3 * d4 < 0.0:
                         return True
+    # even-odd on a ray from the midpoint to -x: the edges of the midpoint's row, each
+    # counted in the one cell that holds its crossing (an edge sits in several)
+    mx = 0.5 * (ax + bx)
+    my = 0.5 * (ay + by)
+    inside = False
+    j = _cell(my, y0, h, ny)
+    for c in range(j * nx, j * nx + nx):
+        for q in range(cell_start[c], cell_start[c + 1]):
+            i = cell_edge[q]
+            px = pts[i, 0]
+            py = pts[i, 1]
+            qx = pts[i + 1, 0]
+            qy = pts[i + 1, 1]
+            if (py > my) != (qy > my):
+                xc = px + (my - py) * (qx - px) / (qy - py)
+                home = min(max(_cell(xc, x0, h, nx), _cell(min(px, qx), x0, h, nx)), _cell(max(px, qx), x0, h, nx))
+                if home == c - j * nx and mx > xc:
+                    inside = not inside
     return not inside
 
 
@@ -263,13 +342,6 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
     note_kind = np.empty(n_layers + n_paths, np.int8)
     note_arg = np.empty(n_layers + n_paths, np.int64)
     kn = 0
-    box = np.empty((wall_paths.shape[0], 4))
-    for t in range(wall_paths.shape[0]):
-        seg = pts[path_start[wall_paths[t]]:path_start[wall_paths[t] + 1]]
-        box[t, 0] = seg[:, 0].min()
-        box[t, 1] = seg[:, 1].min()
-        box[t, 2] = seg[:, 0].max()
-        box[t, 3] = seg[:, 1].max()
     k = 0
     x = 0.0
     y = 0.0
@@ -290,7 +362,7 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
         f = travel_feed
         k = _put(op, mask, val, arg, lay, k, 0, m, f, x, y, z, 0.0, 0, L)
         loops = wall_paths[wall_start[L]:wall_start[L + 1]]
-        lbox = box[wall_start[L]:wall_start[L + 1]]
+        grid = wall_grid(pts, path_start, loops)
         for p in range(layer_paths[L], layer_paths[L + 1]):
             if path_kind[p] != kind:
                 kind = path_kind[p]
@@ -304,7 +376,7 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
             dist = math.hypot(sx - x, sy - y)
             if dist > 0.0:
                 retract = (retract_e > 0.0 and dist > min_travel
-                           and (loops.shape[0] == 0 or leaves_outline(x, y, sx, sy, pts, path_start, loops, lbox)))
+                           and (loops.shape[0] == 0 or leaves_outline(x, y, sx, sy, pts, grid)))
                 if retract:
                     m = W_E | (W_F if f != retract_feed else 0)
                     f = retract_feed
@@ -344,6 +416,18 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
     return op[:k], mask[:k], val[:k], arg[:k], lay[:k], note_at[:kn], note_kind[:kn], note_arg[:kn]
 
 
+@njit(cache=True, nogil=True)
+def _body(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_paths, layer_z, layer_fan, wall_paths,
+          wall_start, retract_e, retract_feed, travel_feed, z_hop, min_travel, end_z, type_text, type_start):
+    """The records and their text in one call (one kernel to load in a fresh process, not two):
+    (op, mask, val, layer of each record, where the notes go, the body's text)."""
+    op, mask, val, arg, lay, note_at, note_kind, note_arg = _build_moves(
+        pts, path_start, path_kind, path_e_per_mm, path_feed, layer_paths, layer_z, layer_fan, wall_paths, wall_start,
+        retract_e, retract_feed, travel_feed, z_hop, min_travel, end_z)
+    text = _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, type_start)
+    return op, mask, val, lay, note_at, text
+
+
 # ---------------------------------------------------------------------------
 # the emitter
 
@@ -358,35 +442,25 @@ def _check_layers(layers: list[LayerPaths]) -> None:
 
 
 def _gather(layers: list[LayerPaths]):
-    """All paths as arrays: (points, path_start, kind, width, speed, path_layer), checked
-    vectorised; a bad path is named by its layer and position."""
-    paths = [p for layer in layers for p in layer.paths]
-    path_layer = np.repeat(np.arange(len(layers)), [len(layer.paths) for layer in layers])
+    """All layers' paths as one set of arrays: (points, path_start, kind, width, speed,
+    path_layer), checked vectorised; a bad path is named by its layer and position."""
+    per_layer = np.fromiter((len(layer) for layer in layers), np.int64, len(layers))
+    path_layer = np.repeat(np.arange(len(layers)), per_layer)
+    pts = np.concatenate([layer.points for layer in layers])
+    offset = np.cumsum([0] + [len(layer.points) for layer in layers])
+    path_start = np.concatenate([layer.path_start[:-1] + o for layer, o in zip(layers, offset)] + [offset[-1:]])
+    kind, width, speed = (np.concatenate([getattr(layer, name) for layer in layers]) for name in ("kind", "width", "speed"))
 
     def name(i: int) -> str:
-        first = np.searchsorted(path_layer, path_layer[i])
-        return f"layer {layers[path_layer[i]].index} path {i - first}"
+        return f"layer {layers[path_layer[i]].index} path {i - np.searchsorted(path_layer, path_layer[i])}"
 
-    n = len(paths)
-    points = list(map(attrgetter("points"), paths))  # map + attrgetter: no Python frame per path
-    count = np.fromiter(map(len, points), np.int64, n)
-    kind = np.fromiter(map(attrgetter("kind"), paths), np.int64, n)
-    width = np.fromiter(map(attrgetter("width"), paths), np.float64, n)
-    speed = np.fromiter(map(attrgetter("speed"), paths), np.float64, n)
+    count = np.diff(path_start)
     bad = np.flatnonzero((count < 2) | (kind < 0) | (kind >= len(TYPE_NAMES)) | ~(width > 0) | ~(speed > 0))
     if len(bad):
-        p = paths[bad[0]]
-        raise PlanError(f"{name(bad[0])}: needs >= 2 points, an extrusion kind, width and speed > 0; got "
-                        f"{len(p.points)} points, {PathKind(p.kind).name}, width {p.width!r}, speed {p.speed!r}")
-    try:
-        pts = np.ascontiguousarray(np.concatenate(points) if paths else np.zeros((0, 2)),
-                                   dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 2:
-            raise ValueError
-    except ValueError:
-        i = next(i for i, p in enumerate(paths) if np.ndim(p.points) != 2 or np.shape(p.points)[1] != 2)
-        raise PlanError(f"{name(i)}: points must be (n, 2), got shape {np.shape(paths[i].points)}") from None
-    path_start = np.concatenate(([0], np.cumsum(count))).astype(np.int64)
+        i = int(bad[0])
+        kind_name = PathKind(kind[i]).name if 0 <= kind[i] < len(PathKind) else str(kind[i])
+        raise PlanError(f"{name(i)}: needs >= 2 points, an extrusion kind, width and speed > 0; got "
+                        f"{count[i]} points, {kind_name}, width {width[i]!r}, speed {speed[i]!r}")
     bad = np.flatnonzero(~(np.abs(pts) <= _MAX_COORD).all(axis=1))
     if len(bad):
         i = int(np.searchsorted(path_start, bad[0], side="right")) - 1
@@ -420,7 +494,7 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         raise PlanError(f"{name or 'print'}: nothing to print (no layers)")
     _check_layers(layers)
     pts, path_start, kind, width, speed, path_layer = _gather(layers)
-    per_layer = np.array([len(layer.paths) for layer in layers], np.int64)
+    per_layer = np.array([len(layer) for layer in layers], np.int64)
     layer_paths = np.concatenate(([0], np.cumsum(per_layer))).astype(np.int64)
     heights = np.array([layer.height for layer in layers], np.float64)
     factors = np.array([layer.speed_factor for layer in layers], np.float64)
@@ -433,10 +507,10 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
     fan = np.round(np.array([layer.fan for layer in layers], np.float64) * 255).astype(np.int64)
     travel_feed, retract_feed = _feed([s.travel_speed, s.retract_speed])
     end_z = min(float(layer_z.max()) + _END_LIFT, s.max_z) if len(layers) else 0.0
-    op, mask, val, arg, lay, note_at, note_kind, note_arg = _build_moves(
+    op, mask, val, lay, note_at, body = _body(
         pts, path_start, kind, np.ascontiguousarray(e_per_mm), _feed(speed), layer_paths, layer_z, fan,
         walls, wall_start, float(s.retract_length), float(retract_feed), float(travel_feed), float(s.z_hop),
-        float(s.retract_min_travel), end_z)
+        float(s.retract_min_travel), end_z, _TYPE_TEXT, _TYPE_START)
 
     # every record is timed as a move: a fan record does not move and takes 0 s without breaking the chain
     delta = val[:, 1:5].copy()
@@ -472,15 +546,16 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         f"; filament used [mm] = {filament_mm:.2f}",
         f"; filament used [g] = {filament_g:.2f}",
     ]
-    type_text = np.frombuffer("".join(TYPE_NAMES).encode("ascii"), np.uint8)
-    type_start = np.concatenate(([0], np.cumsum([len(t) for t in TYPE_NAMES]))).astype(np.int64)
     first_body = len(header) + len(start_cmds) + 1
-    body, body_cmds, line_of = _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, type_start,
-                                            first_body)
-    text = "".join(("\n".join(header + start_cmds), "\n", str(body, "ascii"), "\n".join(end_cmds), "\n"))
-    body_cmds = str(body_cmds, "ascii").split("\n")
-    body_cmds.pop()  # after the last newline
-    commands = start_cmds + body_cmds + end_cmds
+    body = str(body, "ascii")
+    text = "".join(("\n".join(header + start_cmds), "\n", body, "\n".join(end_cmds), "\n"))
+    lines = body.split("\n")
+    lines.pop()  # after the last newline
+    is_command = np.ones(len(lines), np.bool_)
+    is_command[note_at + np.arange(len(note_at))] = False  # note j comes before record note_at[j]
+    commands = start_cmds + list(itertools.compress(lines, is_command.tolist())) + end_cmds
+    record = np.arange(len(op))
+    line_of = first_body + record + np.searchsorted(note_at, record, side="right")
     n_start, n_end = len(start_cmds), len(end_cmds)
     end_line = first_body + len(op) + len(note_at)
     source_line = np.concatenate((np.arange(len(header) + 1, first_body), line_of, np.arange(end_line, end_line + n_end)))

@@ -104,13 +104,62 @@ class ExtrusionPath:
     speed: float  # mm/s
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerPaths:
-    """One layer's paths in print order, and the layer's cooling decisions."""
+    """One layer's paths in print order, and the layer's cooling decisions.
+
+    The paths are packed like loops are (module docstring): path ``i`` is
+    ``points[path_start[i]:path_start[i + 1]]`` with ``kind[i]``, ``width[i]`` and
+    ``speed[i]``, so a layer of thousands of fill lines is five arrays, not
+    thousands of objects.  ``path(i)``/``paths`` give them one by one;
+    ``from_paths`` builds a layer from ExtrusionPaths.
+    """
 
     index: int
     z_top: float
     height: float
-    paths: list[ExtrusionPath]
+    points: np.ndarray  # float64 (P, 2)
+    path_start: np.ndarray  # int64 (N + 1,), path_start[0] == 0, path_start[-1] == P
+    kind: np.ndarray  # int64 (N,): PathKind of each path
+    width: np.ndarray  # float64 (N,): mm
+    speed: np.ndarray  # float64 (N,): mm/s, before the layer's slow-down
     speed_factor: float = 1.0  # < 1 when the minimum layer time slows the layer down
     fan: float = 0.0  # part-cooling fan, 0..1
+
+    def __post_init__(self) -> None:
+        where = f"layer {self.index} paths"
+        for name, dtype in (("points", np.float64), ("path_start", np.int64), ("kind", np.int64),
+                            ("width", np.float64), ("speed", np.float64)):
+            object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
+        n = len(self.path_start) - 1
+        if self.points.ndim != 2 or self.points.shape[1] != 2:
+            raise PlanError(f"{where}: points must be (P, 2), got shape {self.points.shape}")
+        if (self.path_start.ndim != 1 or n < 0 or self.path_start[0] != 0 or self.path_start[-1] != len(self.points)
+                or (np.diff(self.path_start) < 0).any()):
+            raise PlanError(f"{where}: path_start must rise from 0 to {len(self.points)}, got {self.path_start}")
+        for name in ("kind", "width", "speed"):
+            if getattr(self, name).shape != (n,):
+                raise PlanError(f"{where}: {name} has shape {getattr(self, name).shape}, expected ({n},)")
+
+    @classmethod
+    def from_paths(cls, index: int, z_top: float, height: float, paths: list[ExtrusionPath],
+                   speed_factor: float = 1.0, fan: float = 0.0) -> "LayerPaths":
+        points = [np.asarray(p.points, dtype=np.float64) for p in paths]
+        for i, pts in enumerate(points):
+            if pts.ndim != 2 or pts.shape[1] != 2:
+                raise PlanError(f"layer {index} path {i}: points must be (n, 2), got shape {pts.shape}")
+        start = np.concatenate(([0], np.cumsum([len(p) for p in points], dtype=np.int64)))
+        return cls(index, z_top, height, np.concatenate(points) if points else np.zeros((0, 2)), start,
+                   [p.kind for p in paths], [p.width for p in paths], [p.speed for p in paths], speed_factor, fan)
+
+    def __len__(self) -> int:
+        return len(self.path_start) - 1
+
+    def path(self, i: int) -> ExtrusionPath:
+        """Path ``i`` (its points a view into ``points``)."""
+        return ExtrusionPath(PathKind(int(self.kind[i])), self.points[self.path_start[i]:self.path_start[i + 1]],
+                             float(self.width[i]), float(self.speed[i]))
+
+    @property
+    def paths(self) -> list[ExtrusionPath]:
+        return [self.path(i) for i in range(len(self))]

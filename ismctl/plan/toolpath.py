@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 
 from .fdm_settings import SliceSettings
-from .model import ExtrusionPath, LayerPaths, LayerRegions, PathKind, PlanError
+from .model import LayerPaths, LayerRegions, PathKind, PlanError
 
 # ---------------------------------------------------------------------------
 # kernels
@@ -246,8 +246,15 @@ def effective_speeds(speeds: np.ndarray, factor: float, min_speed: float) -> np.
     return np.maximum(speeds * factor, np.minimum(speeds, min_speed))
 
 
-def _slow_down(lengths, speeds, travel_s, settings: SliceSettings) -> float:
-    """The speed factor that makes the layer take ``min_layer_time`` (1.0 if it already does)."""
+def _slow_down(pts: np.ndarray, path_start: np.ndarray, speeds: np.ndarray, nozzle: np.ndarray,
+               settings: SliceSettings) -> float:
+    """The speed factor that makes the layer (packed paths, travels between them from
+    ``nozzle`` on) take ``min_layer_time``; 1.0 if it already does."""
+    along = np.concatenate(([0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))))
+    lengths = along[path_start[1:] - 1] - along[path_start[:-1]]
+    ends = np.vstack((nozzle, pts[path_start[1:-1] - 1]))
+    travel_s = float(np.hypot(*(pts[path_start[:-1]] - ends).T).sum()) / settings.travel_speed
+
     def layer_time(f):
         return float((lengths / effective_speeds(speeds, f, settings.min_print_speed)).sum()) + travel_s
 
@@ -267,150 +274,327 @@ def _slow_down(lengths, speeds, travel_s, settings: SliceSettings) -> float:
 
 
 # ---------------------------------------------------------------------------
-# seams and groups
+# seams and the layer walk
 
-
-def _checked(arrays, what: str, min_points: int) -> list[np.ndarray]:
-    """``arrays`` as float64 (n, 2) point arrays of at least ``min_points`` finite points;
-    a bad one raises PlanError naming ``what`` and its position (finiteness checked in one pass)."""
-    out = [np.asarray(a, dtype=np.float64) for a in arrays]
-    for i, a in enumerate(out):
-        if a.ndim != 2 or a.shape[1] != 2 or len(a) < min_points:
-            raise PlanError(f"{what} {i}: expected an (n >= {min_points}, 2) point array, got shape {a.shape}")
-    if out:
-        bad = np.flatnonzero(~np.isfinite(np.concatenate(out)).all(axis=1))
-        if len(bad):
-            i = int(np.searchsorted(np.cumsum([len(a) for a in out]), bad[0], side="right"))
-            raise PlanError(f"{what} {i}: has non-finite coordinates")
-    return out
-
-
+SEAM_MODES = ("rear", "aligned", "nearest")
 #: how far (in line widths) a seam may move to hide in a concave corner
 SEAM_CORNER_REACH = 2.0
 _SHARP = math.sin(math.radians(30))  # a corner turning less than this is no hiding place
 
 
-def _hide_in_corner(loop: np.ndarray, k: int, reach: float) -> int:
-    """Vertex ``k``, or the sharpest concave corner within ``reach`` of it: a seam there hides
-    in the corner instead of marking a flat face.  Material is left of every loop (outlines
-    counter-clockwise, holes clockwise), so a concave corner is a right turn."""
-    near = np.flatnonzero(((loop - loop[k]) ** 2).sum(axis=1) <= reach * reach)
-    into = loop[near] - loop[near - 1]
-    out = loop[(near + 1) % len(loop)] - loop[near]
-    norm = np.hypot(*into.T) * np.hypot(*out.T)
-    turn = (into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]) / np.where(norm > 0, norm, np.inf)
-    best = int(np.argmin(turn))
-    return int(near[best]) if turn[best] < -_SHARP else k
+@njit(cache=True, nogil=True)
+def seam_vertex(pts, s, e, aligned, prev_seams, reach):
+    """Seam of the loop ``pts[s:e]`` (index into it): ``rear`` (largest y rounded to 1e-6,
+    then smallest x) or ``aligned`` (vertex nearest the previous seam nearest the loop's
+    centre), then moved into the sharpest concave corner within ``reach`` if there is one.
+    Material is left of every loop, so a concave corner is a right turn."""
+    n = e - s
+    k = 0
+    if aligned and prev_seams.shape[0] > 0:
+        cx = 0.0
+        cy = 0.0
+        for i in range(s, e):
+            cx += pts[i, 0]
+            cy += pts[i, 1]
+        cx /= n
+        cy /= n
+        b = 0
+        best = np.inf
+        for j in range(prev_seams.shape[0]):
+            d = (prev_seams[j, 0] - cx) ** 2 + (prev_seams[j, 1] - cy) ** 2
+            if d < best:
+                best = d
+                b = j
+        best = np.inf
+        for i in range(n):
+            d = (pts[s + i, 0] - prev_seams[b, 0]) ** 2 + (pts[s + i, 1] - prev_seams[b, 1]) ** 2
+            if d < best:
+                best = d
+                k = i
+    else:
+        by = -np.inf
+        bx = np.inf
+        for i in range(n):
+            y = np.rint(pts[s + i, 1] * 1e6) / 1e6
+            if y > by or (y == by and pts[s + i, 0] < bx):
+                by = y
+                bx = pts[s + i, 0]
+                k = i
+    kx = pts[s + k, 0]
+    ky = pts[s + k, 1]
+    best_turn = np.inf
+    corner = k
+    for i in range(n):
+        if (pts[s + i, 0] - kx) ** 2 + (pts[s + i, 1] - ky) ** 2 > reach * reach:
+            continue
+        a = s + (i - 1 if i > 0 else n - 1)
+        b = s + i
+        c = s + (i + 1 if i + 1 < n else 0)
+        ix = pts[b, 0] - pts[a, 0]
+        iy = pts[b, 1] - pts[a, 1]
+        ox = pts[c, 0] - pts[b, 0]
+        oy = pts[c, 1] - pts[b, 1]
+        norm = math.hypot(ix, iy) * math.hypot(ox, oy)
+        turn = (ix * oy - iy * ox) / norm if norm > 0 else 0.0
+        if turn < best_turn:
+            best_turn = turn
+            corner = i
+    return corner if best_turn < -_SHARP else k
 
 
-def _open_loop(loop: np.ndarray) -> np.ndarray:
-    """A loop without its closing point (some producers repeat the first point at the end)."""
-    return loop[:-1] if len(loop) > 3 and (loop[0] == loop[-1]).all() else loop
-
-
-class _LayerOrder:
-    """Orders one layer's groups, carrying the nozzle position and the seams placed."""
-
-    def __init__(self, settings: SliceSettings, nozzle: np.ndarray, prev_seams: np.ndarray):
-        self.settings = settings
-        self.nozzle = nozzle
-        self.prev_seams = prev_seams
-        self.seams: list[np.ndarray] = []
-        self.paths: list[ExtrusionPath] = []
-
-    def _seam(self, loop: np.ndarray) -> int:
-        mode = self.settings.seam
-        if mode == "aligned" and len(self.prev_seams):
-            # this loop's seam below is the previous seam nearest its centre; take the vertex nearest that
-            below = self.prev_seams[np.argmin(((self.prev_seams - loop.mean(axis=0)) ** 2).sum(axis=1))]
-            k = int(np.argmin(((loop - below) ** 2).sum(axis=1)))
-        else:  # "rear" (and "aligned" with nothing to align to): largest y, then smallest x
-            k = int(np.lexsort((loop[:, 0], -np.round(loop[:, 1], 6)))[0])
-        return _hide_in_corner(loop, k, SEAM_CORNER_REACH * self.settings.line_width)
-
-    def loops(self, kind: PathKind, loops: list[np.ndarray], width: float, speed: float) -> None:
-        if not loops:
-            return
-        nearest = self.settings.seam == "nearest"
-        if nearest:  # every vertex may be the seam: the walk picks the one nearest the nozzle
-            cand = np.concatenate(loops)
-            sizes = np.array([len(lp) for lp in loops])
-            owner = np.repeat(np.arange(len(loops)), sizes)
-            offset = np.concatenate(([0], np.cumsum(sizes)))
+@njit(cache=True, nogil=True)
+def _order_group(items, pts, start, closed, seam_mode, prev_seams, reach, nozzle,
+                 out_pts, out_start, out_item, n_out, n_pts, seams, n_seams):
+    """Append the paths of one group (all loops or all lines) nearest-first from ``nozzle``;
+    returns the new counts.  A loop starts at its seam and repeats it at the end; a line
+    starts at its nearer end."""
+    m = items.shape[0]
+    if closed[items[0]]:
+        if seam_mode == 2:  # nearest: every vertex may be the seam
+            total = 0
+            for t in range(m):
+                total += start[items[t] + 1] - start[items[t]]
+            cand = np.empty((total, 2))
+            owner = np.empty(total, np.int64)
+            offset = np.empty(m, np.int64)
+            q = 0
+            for t in range(m):
+                offset[t] = q
+                for i in range(start[items[t]], start[items[t] + 1]):
+                    cand[q, 0] = pts[i, 0]
+                    cand[q, 1] = pts[i, 1]
+                    owner[q] = t
+                    q += 1
         else:
-            seam = [self._seam(lp) for lp in loops]
-            cand = np.array([lp[k] for lp, k in zip(loops, seam)])
-            owner = np.arange(len(loops))
-        order, chosen = greedy_order(cand, cand, owner, len(loops), self.nozzle)
-        for item, c in zip(order.tolist(), chosen.tolist()):
-            lp = loops[item]
-            k = c - offset[item] if nearest else seam[item]
-            pts = np.concatenate((lp[k:], lp[:k + 1]))
-            self.seams.append(pts[0])
-            self.paths.append(ExtrusionPath(kind, pts, width, speed))
-        self.nozzle = self.paths[-1].points[-1]
-
-    def lines(self, kind: PathKind, lines: list[np.ndarray], width: float, speed: float) -> None:
-        if not lines:
-            return
-        heads = np.array([ln[0] for ln in lines])
-        tails = np.array([ln[-1] for ln in lines])
-        n = len(lines)
-        cand = np.empty((2 * n, 2))
-        cand[0::2] = heads
-        cand[1::2] = tails
-        exits = np.empty((2 * n, 2))
-        exits[0::2] = tails
-        exits[1::2] = heads
-        order, chosen = greedy_order(cand, exits, np.repeat(np.arange(n), 2), n, self.nozzle)
-        reverse = (chosen & 1).astype(bool).tolist()
-        for item, rev in zip(order.tolist(), reverse):
-            ln = lines[item]
-            self.paths.append(ExtrusionPath(kind, ln[::-1] if rev else ln, width, speed))
-        self.nozzle = self.paths[-1].points[-1]
-
-
-def _islands(layer: LayerRegions, where: str):
-    """Split a layer into islands: (outline loops, per island: wall loops by depth, skin lines, sparse lines)."""
-    walls = [[_open_loop(lp) for lp in _checked(ring, f"{where} wall {k} loop", 3)] for k, ring in enumerate(layer.walls)]
-    fill = _checked(layer.fill_lines, f"{where} skin line", 2)
-    sparse = _checked(layer.sparse_lines, f"{where} sparse line", 2)
-    if walls and walls[0]:
-        candidates = walls[0]
+            cand = np.empty((m, 2))
+            owner = np.arange(m)
+            offset = np.empty(m, np.int64)
+            for t in range(m):
+                s = start[items[t]]
+                k = seam_vertex(pts, s, start[items[t] + 1], seam_mode == 1, prev_seams, reach)
+                offset[t] = -k  # chosen - offset = k: the one candidate is the seam
+                cand[t, 0] = pts[s + k, 0]
+                cand[t, 1] = pts[s + k, 1]
+        order, chosen = greedy_order(cand, cand, owner, m, nozzle)
+        for step in range(m):
+            t = order[step]
+            s = start[items[t]]
+            e = start[items[t] + 1]
+            k = (chosen[step] - offset[t]) if seam_mode == 2 else -offset[t]
+            out_start[n_out] = n_pts
+            out_item[n_out] = items[t]
+            n_out += 1
+            for i in range(s + k, e + k + 1):  # from the seam round to the seam again
+                j = i if i < e else i - (e - s)
+                out_pts[n_pts, 0] = pts[j, 0]
+                out_pts[n_pts, 1] = pts[j, 1]
+                n_pts += 1
+            seams[n_seams, 0] = pts[s + k, 0]
+            seams[n_seams, 1] = pts[s + k, 1]
+            n_seams += 1
     else:
-        candidates = [_open_loop(lp) for lp in _checked(list(layer.skin) + list(layer.sparse), f"{where} region loop", 3)]
-    outline_of = [i for i, lp in enumerate(candidates) if _signed_area(lp) > 0]
-    outlines = [candidates[i] for i in outline_of]
-    if not outlines:
-        if any(walls) or fill or sparse:
-            raise PlanError(f"{where}: has walls or fill but no counter-clockwise outline to put them in")
-        return []
-    items = [(k, lp) for k, ring in enumerate(walls) for lp in ring]
-    islands = [([[] for _ in walls], [], []) for _ in outlines]
-    if len(outlines) == 1:
-        owner = np.zeros(len(items) + len(fill) + len(sparse), np.int64)
+        cand = np.empty((2 * m, 2))
+        exits = np.empty((2 * m, 2))
+        owner = np.empty(2 * m, np.int64)
+        for t in range(m):
+            head = pts[start[items[t]]]
+            tail = pts[start[items[t] + 1] - 1]
+            cand[2 * t] = head
+            cand[2 * t + 1] = tail
+            exits[2 * t] = tail
+            exits[2 * t + 1] = head
+            owner[2 * t] = t
+            owner[2 * t + 1] = t
+        order, chosen = greedy_order(cand, exits, owner, m, nozzle)
+        for step in range(m):
+            t = order[step]
+            s = start[items[t]]
+            e = start[items[t] + 1]
+            out_start[n_out] = n_pts
+            out_item[n_out] = items[t]
+            n_out += 1
+            backwards = chosen[step] & 1
+            for i in range(s, e):
+                j = s + e - 1 - i if backwards else i
+                out_pts[n_pts, 0] = pts[j, 0]
+                out_pts[n_pts, 1] = pts[j, 1]
+                n_pts += 1
+    nozzle[0] = out_pts[n_pts - 1, 0]
+    nozzle[1] = out_pts[n_pts - 1, 1]
+    return n_out, n_pts, n_seams
+
+
+@njit(cache=True, nogil=True)
+def _order_island(isl, n_slots, key_start, by_key, pts, start, closed, seam_mode, prev_seams, reach, nozzle,
+                  out_pts, out_start, out_item, seams, counts):
+    """The groups of island ``isl`` (-1: outside islands) in slot order."""
+    n_out, n_pts, n_seams = counts
+    for s in range(n_slots):
+        k = (isl + 1) * n_slots + s
+        if key_start[k + 1] > key_start[k]:
+            n_out, n_pts, n_seams = _order_group(by_key[key_start[k]:key_start[k + 1]], pts, start, closed, seam_mode,
+                                                 prev_seams, reach, nozzle, out_pts, out_start, out_item, n_out, n_pts,
+                                                 seams, n_seams)
+    return n_out, n_pts, n_seams
+
+
+@njit(cache=True, nogil=True)
+def order_layer(pts, start, closed, slot, in_island, outline_pts, outline_start, outline_item,
+                seam_mode, prev_seams, reach, nozzle):
+    """One layer's items (packed paths) in print order: the groups outside islands by
+    ``slot``, then island by island, nearest first by outline vertices, each island's
+    groups by ``slot``.  An item's island is the smallest outline containing its first
+    point (an outline item, ``outline_item``, is its own island).  ``seam_mode``: 0 rear,
+    1 aligned, 2 nearest.  Returns (points, path_start, item of each path, seams placed,
+    nozzle at the end)."""
+    n_items = start.shape[0] - 1
+    n_outlines = outline_start.shape[0] - 1
+    island = np.full(n_items, -1, np.int64)
+    query = np.empty((n_items, 2))
+    for i in range(n_items):
+        query[i] = pts[start[i]]
+    if n_outlines > 1:
+        found = island_of_points(query, outline_pts, outline_start)
+        for i in range(n_items):
+            if in_island[i]:
+                island[i] = found[i]
+        for j in range(n_outlines):
+            if outline_item[j] >= 0:
+                island[outline_item[j]] = j
+    elif n_outlines == 1:
+        for i in range(n_items):
+            if in_island[i]:
+                island[i] = 0
+    n_slots = 1
+    for i in range(n_items):
+        n_slots = max(n_slots, slot[i] + 1)
+    # items bucketed by (island, slot), stable: a group keeps the items' order
+    n_keys = (n_outlines + 1) * n_slots
+    key_start = np.zeros(n_keys + 1, np.int64)
+    for i in range(n_items):
+        key_start[(island[i] + 1) * n_slots + slot[i] + 1] += 1
+    for k in range(n_keys):
+        key_start[k + 1] += key_start[k]
+    fill = key_start[:-1].copy()
+    by_key = np.empty(n_items, np.int64)
+    for i in range(n_items):
+        k = (island[i] + 1) * n_slots + slot[i]
+        by_key[fill[k]] = i
+        fill[k] += 1
+
+    n_closed = 0
+    for i in range(n_items):
+        n_closed += closed[i]
+    out_pts = np.empty((start[n_items] + n_closed, 2))
+    out_start = np.empty(n_items + 1, np.int64)
+    out_item = np.empty(n_items, np.int64)
+    seams = np.empty((n_closed, 2))
+    nozzle = nozzle.copy()
+    counts = (0, 0, 0)  # paths, points, seams written
+    counts = _order_island(-1, n_slots, key_start, by_key, pts, start, closed, seam_mode, prev_seams, reach, nozzle,
+                           out_pts, out_start, out_item, seams, counts)
+    if n_outlines > 0:  # islands nearest-first from where the nozzle is once the groups outside them are done
+        owner = np.empty(outline_pts.shape[0], np.int64)
+        for j in range(n_outlines):
+            owner[outline_start[j]:outline_start[j + 1]] = j
+        visit, _ = greedy_order(outline_pts, outline_pts, owner, n_outlines, nozzle)
+        for isl in visit:
+            counts = _order_island(isl, n_slots, key_start, by_key, pts, start, closed, seam_mode, prev_seams, reach,
+                                   nozzle, out_pts, out_start, out_item, seams, counts)
+    n_out, n_pts, n_seams = counts
+    out_start[n_out] = n_pts
+    return out_pts[:n_pts], out_start[:n_out + 1], out_item[:n_out], seams[:n_seams], nozzle
+
+
+# ---------------------------------------------------------------------------
+# packing and checking the layer's inputs
+
+
+def _pack(arrays, what: str, min_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """``arrays`` as one float64 (P, 2) point array and the point count of each; a bad one
+    (not (n, 2), fewer than ``min_points``, not finite) raises PlanError naming ``what`` and
+    its position.  Checked in vectorised passes: no Python work per array unless one is bad."""
+    if not arrays:
+        return np.zeros((0, 2)), np.zeros(0, np.int64)
+    counts = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    try:
+        pts = np.ascontiguousarray(np.concatenate(arrays), dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError
+    except (ValueError, TypeError):
+        i = next(i for i, a in enumerate(arrays) if np.ndim(a) != 2 or np.shape(a)[1] != 2)
+        raise PlanError(f"{what} {i}: expected an (n >= {min_points}, 2) point array, "
+                        f"got shape {np.shape(arrays[i])}") from None
+    short = np.flatnonzero(counts < min_points)
+    if len(short):
+        i = int(short[0])
+        raise PlanError(f"{what} {i}: expected an (n >= {min_points}, 2) point array, got shape {np.shape(arrays[i])}")
+    bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
+    if len(bad):
+        i = int(np.searchsorted(np.cumsum(counts), bad[0], side="right"))
+        raise PlanError(f"{what} {i}: has non-finite coordinates")
+    return pts, counts
+
+
+def _pack_loops(arrays, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pack` for closed loops, without a closing point that repeats the first
+    (some producers add one)."""
+    pts, counts = _pack(arrays, what, 3)
+    if len(counts):
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        repeated = (counts > 3) & (pts[starts] == pts[ends - 1]).all(axis=1)
+        if repeated.any():
+            keep = np.ones(len(pts), np.bool_)
+            keep[ends[repeated] - 1] = False
+            pts, counts = pts[keep], counts - repeated
+    return pts, counts
+
+
+def _signed_areas(pts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Signed area of each packed loop (counter-clockwise positive), in one pass."""
+    ends = np.cumsum(counts)
+    nxt = np.arange(1, len(pts) + 1)
+    nxt[ends - 1] = ends - counts  # each loop's last point closes to its first
+    cross = pts[:, 0] * pts[nxt, 1] - pts[nxt, 0] * pts[:, 1]
+    return 0.5 * np.add.reduceat(cross, ends - counts) if len(counts) else np.zeros(0)
+
+
+def _layer_items(layer: LayerRegions, skirt, brim, where: str):
+    """The layer's items packed for :func:`order_layer`: (points, start, closed, slot,
+    in_island, kind) per item, and the outlines (points, start, item or -1).
+
+    Slots: skirt 0 and brim 1 outside islands; inside one, walls innermost first, then
+    skin lines, then sparse lines."""
+    groups = []  # (points, counts, closed, slot, in_island, kind)
+    if skirt is not None:
+        groups.append((*_pack_loops(skirt, "skirt loop"), True, 0, False, PathKind.SKIRT))
+        groups.append((*_pack_loops(brim, "brim loop"), True, 1, False, PathKind.BRIM))
+    depth = len(layer.walls)
+    walls = [_pack_loops(ring, f"{where} wall {k} loop") for k, ring in enumerate(layer.walls)]
+    for k, (pts, counts) in enumerate(walls):
+        groups.append((pts, counts, True, depth - 1 - k, True, PathKind.WALL_OUTER if k == 0 else PathKind.WALL_INNER))
+    groups.append((*_pack(layer.fill_lines, f"{where} skin line", 2), False, depth, True, PathKind.SKIN))
+    groups.append((*_pack(layer.sparse_lines, f"{where} sparse line", 2), False, depth + 1, True, PathKind.INFILL))
+
+    counts = np.concatenate([g[1] for g in groups])
+    sizes = [len(g[1]) for g in groups]
+    items = (np.concatenate([g[0] for g in groups]), np.concatenate(([0], np.cumsum(counts))),
+             *(np.repeat(np.array([g[i] for g in groups]), sizes) for i in (2, 3, 4, 5)))
+
+    if walls and len(walls[0][1]):
+        cand_pts, cand_counts = walls[0]
+        first_item = sum(sizes[:2]) if skirt is not None else 0
     else:
-        loop_pts = np.concatenate(outlines)
-        loop_start = np.concatenate(([0], np.cumsum([len(lp) for lp in outlines]))).astype(np.int64)
-        firsts = [lp[0] for _, lp in items] + [ln[0] for ln in fill] + [ln[0] for ln in sparse]
-        owner = island_of_points(np.array(firsts).reshape(-1, 2), loop_pts, loop_start)
-        if walls and walls[0]:  # an outline is its own island (its points lie on it, not inside)
-            owner[np.array(outline_of)] = np.arange(len(outlines))
-    owner_walls = owner[:len(items)]
-    owner_fill = owner[len(items):len(items) + len(fill)]
-    owner_sparse = owner[len(items) + len(fill):]
-    for (k, lp), o in zip(items, owner_walls.tolist()):
-        islands[o][0][k].append(lp)
-    for ln, o in zip(fill, owner_fill.tolist()):
-        islands[o][1].append(ln)
-    for ln, o in zip(sparse, owner_sparse.tolist()):
-        islands[o][2].append(ln)
-    return list(zip(outlines, islands))
-
-
-def _signed_area(loop: np.ndarray) -> float:
-    x, y = loop[:, 0], loop[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+        cand_pts, cand_counts = _pack_loops(list(layer.skin) + list(layer.sparse), f"{where} region loop")
+        first_item = -1
+    is_outline = _signed_areas(cand_pts, cand_counts) > 0
+    if not is_outline.any() and items[4].any():
+        raise PlanError(f"{where}: has walls or fill but no counter-clockwise outline to put them in")
+    outline_pts = cand_pts[np.repeat(is_outline, cand_counts)]
+    outline_start = np.concatenate(([0], np.cumsum(cand_counts[is_outline])))
+    outline_item = (first_item + np.flatnonzero(is_outline)) if first_item >= 0 else np.full(is_outline.sum(), -1)
+    return items, (outline_pts, outline_start, outline_item.astype(np.int64))
 
 
 def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: list[np.ndarray],
@@ -419,54 +603,26 @@ def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: lis
     s = settings
     nozzle = np.zeros(2)
     prev_seams = np.zeros((0, 2))
+    mode = SEAM_MODES.index(s.seam)
+    reach = SEAM_CORNER_REACH * s.line_width
+    speed_of_kind = np.zeros(len(PathKind))
+    speed_of_kind[[PathKind.WALL_OUTER, PathKind.WALL_INNER, PathKind.SKIN, PathKind.INFILL]] = (
+        s.outer_wall_speed, s.inner_wall_speed, s.skin_speed, s.infill_speed)
     out: list[LayerPaths] = []
     for n, layer in enumerate(regions):
-        where = f"layer {layer.index}"
         first = n == 0
-        width = s.first_layer_line_width if first else s.line_width
-        speed = {kind: s.first_layer_speed for kind in PathKind} if first else {
-            PathKind.WALL_OUTER: s.outer_wall_speed, PathKind.WALL_INNER: s.inner_wall_speed,
-            PathKind.SKIN: s.skin_speed, PathKind.INFILL: s.infill_speed}
-        order = _LayerOrder(s, nozzle, prev_seams)
-        if first:
-            order.loops(PathKind.SKIRT, [_open_loop(lp) for lp in _checked(skirt, "skirt loop", 3)],
-                        width, speed[PathKind.SKIRT])
-            order.loops(PathKind.BRIM, [_open_loop(lp) for lp in _checked(brim, "brim loop", 3)],
-                        width, speed[PathKind.BRIM])
-        islands = _islands(layer, where)
-        if islands:
-            outlines = [o for o, _ in islands]
-            cand = np.concatenate(outlines)
-            owner = np.repeat(np.arange(len(outlines)), [len(o) for o in outlines])
-            visit, _ = greedy_order(cand, cand, owner, len(outlines), order.nozzle)
-            for i in visit.tolist():
-                walls, fill, sparse = islands[i][1]
-                for k in range(len(walls) - 1, -1, -1):
-                    kind = PathKind.WALL_OUTER if k == 0 else PathKind.WALL_INNER
-                    order.loops(kind, walls[k], width, speed[kind])
-                order.lines(PathKind.SKIN, fill, width, speed[PathKind.SKIN])
-                order.lines(PathKind.INFILL, sparse, width, speed[PathKind.INFILL])
-        paths = order.paths
-        factor = 1.0
-        if paths:
-            lengths = _path_lengths([p.points for p in paths])
-            speeds = np.array([p.speed for p in paths])
-            ends = np.array([nozzle] + [p.points[-1] for p in paths[:-1]])
-            starts = np.array([p.points[0] for p in paths])
-            travel_s = float(np.hypot(*(starts - ends).T).sum()) / s.travel_speed
-            factor = _slow_down(lengths, speeds, travel_s, s)
-            nozzle = order.nozzle
+        (pts, start, closed, slot, in_island, kind), outlines = _layer_items(
+            layer, skirt if first else None, brim, f"layer {layer.index}")
+        pts, path_start, item, seams, end = order_layer(pts, start, closed, slot, in_island, *outlines,
+                                                        mode, prev_seams, reach, nozzle)
+        kind = kind[item]
+        width = np.full(len(kind), s.first_layer_line_width if first else s.line_width)
+        speed = np.full(len(kind), s.first_layer_speed) if first else speed_of_kind[kind]
+        factor = _slow_down(pts, path_start, speed, nozzle, s) if len(kind) else 1.0
         fan = 0.0 if n < s.fan_start_layer or s.fan_speed == 0 else (1.0 if factor < 1.0 else s.fan_speed)
-        out.append(LayerPaths(layer.index, float(layer.z_top), float(layer.height), paths, factor, fan))
-        if order.seams:
-            prev_seams = np.array(order.seams)
+        out.append(LayerPaths(layer.index, float(layer.z_top), float(layer.height), pts, path_start, kind, width, speed,
+                              factor, fan))
+        nozzle = end
+        if len(seams):
+            prev_seams = seams
     return out
-
-
-def _path_lengths(points: list[np.ndarray]) -> np.ndarray:
-    """Length of each polyline, in one vectorised pass over all of them."""
-    counts = np.fromiter(map(len, points), np.int64, len(points))
-    seg = np.hypot(*np.diff(np.concatenate(points), axis=0).T)
-    seg = np.append(seg, 0.0)
-    seg[np.cumsum(counts) - 1] = 0.0  # the step from one path's end to the next path's start
-    return np.add.reduceat(seg, np.concatenate(([0], np.cumsum(counts)[:-1])))
