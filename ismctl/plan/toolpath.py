@@ -246,15 +246,8 @@ def effective_speeds(speeds: np.ndarray, factor: float, min_speed: float) -> np.
     return np.maximum(speeds * factor, np.minimum(speeds, min_speed))
 
 
-def _slow_down(pts: np.ndarray, path_start: np.ndarray, speeds: np.ndarray, nozzle: np.ndarray,
-               settings: SliceSettings) -> float:
-    """The speed factor that makes the layer (packed paths, travels between them from
-    ``nozzle`` on) take ``min_layer_time``; 1.0 if it already does."""
-    along = np.concatenate(([0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))))
-    lengths = along[path_start[1:] - 1] - along[path_start[:-1]]
-    ends = np.vstack((nozzle, pts[path_start[1:-1] - 1]))
-    travel_s = float(np.hypot(*(pts[path_start[:-1]] - ends).T).sum()) / settings.travel_speed
-
+def _slow_down(lengths: np.ndarray, speeds: np.ndarray, travel_s: float, settings: SliceSettings) -> float:
+    """The speed factor that makes the layer take ``min_layer_time`` (1.0 if it already does)."""
     def layer_time(f):
         return float((lengths / effective_speeds(speeds, f, settings.min_print_speed)).sum()) + travel_s
 
@@ -445,8 +438,8 @@ def order_layer(pts, start, closed, slot, in_island, outline_pts, outline_start,
     ``slot``, then island by island, nearest first by outline vertices, each island's
     groups by ``slot``.  An item's island is the smallest outline containing its first
     point (an outline item, ``outline_item``, is its own island).  ``seam_mode``: 0 rear,
-    1 aligned, 2 nearest.  Returns (points, path_start, item of each path, seams placed,
-    nozzle at the end)."""
+    1 aligned, 2 nearest.  Returns (points, path_start, item of each path, length of each
+    path, travel length, seams placed, nozzle at the end)."""
     n_items = start.shape[0] - 1
     n_outlines = outline_start.shape[0] - 1
     island = np.full(n_items, -1, np.int64)
@@ -489,6 +482,7 @@ def order_layer(pts, start, closed, slot, in_island, outline_pts, outline_start,
     out_start = np.empty(n_items + 1, np.int64)
     out_item = np.empty(n_items, np.int64)
     seams = np.empty((n_closed, 2))
+    start_at = nozzle
     nozzle = nozzle.copy()
     counts = (0, 0, 0)  # paths, points, seams written
     counts = _order_island(-1, n_slots, key_start, by_key, pts, start, closed, seam_mode, prev_seams, reach, nozzle,
@@ -503,7 +497,18 @@ def order_layer(pts, start, closed, slot, in_island, outline_pts, outline_start,
                                    nozzle, out_pts, out_start, out_item, seams, counts)
     n_out, n_pts, n_seams = counts
     out_start[n_out] = n_pts
-    return out_pts[:n_pts], out_start[:n_out + 1], out_item[:n_out], seams[:n_seams], nozzle
+    # lengths and travel for the cooling estimate, while the points are at hand
+    length = np.zeros(n_out)
+    travel = 0.0
+    x = start_at[0]
+    y = start_at[1]
+    for p in range(n_out):
+        travel += math.hypot(out_pts[out_start[p], 0] - x, out_pts[out_start[p], 1] - y)
+        for i in range(out_start[p] + 1, out_start[p + 1]):
+            length[p] += math.hypot(out_pts[i, 0] - out_pts[i - 1, 0], out_pts[i, 1] - out_pts[i - 1, 1])
+        x = out_pts[out_start[p + 1] - 1, 0]
+        y = out_pts[out_start[p + 1] - 1, 1]
+    return out_pts[:n_pts], out_start[:n_out + 1], out_item[:n_out], length, travel, seams[:n_seams], nozzle
 
 
 # ---------------------------------------------------------------------------
@@ -613,12 +618,12 @@ def order_layers(regions: list[LayerRegions], skirt: list[np.ndarray], brim: lis
         first = n == 0
         (pts, start, closed, slot, in_island, kind), outlines = _layer_items(
             layer, skirt if first else None, brim, f"layer {layer.index}")
-        pts, path_start, item, seams, end = order_layer(pts, start, closed, slot, in_island, *outlines,
-                                                        mode, prev_seams, reach, nozzle)
+        pts, path_start, item, lengths, travel, seams, end = order_layer(
+            pts, start, closed, slot, in_island, *outlines, mode, prev_seams, reach, nozzle)
         kind = kind[item]
         width = np.full(len(kind), s.first_layer_line_width if first else s.line_width)
         speed = np.full(len(kind), s.first_layer_speed) if first else speed_of_kind[kind]
-        factor = _slow_down(pts, path_start, speed, nozzle, s) if len(kind) else 1.0
+        factor = _slow_down(lengths, speed, travel / s.travel_speed, s)
         fan = 0.0 if n < s.fan_start_layer or s.fan_speed == 0 else (1.0 if factor < 1.0 else s.fan_speed)
         out.append(LayerPaths(layer.index, float(layer.z_top), float(layer.height), pts, path_start, kind, width, speed,
                               factor, fan))
