@@ -9,7 +9,8 @@ import pytest
 
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import LayerRegions, PathKind, PlanError
-from ismctl.plan.toolpath import effective_speeds, greedy_order, island_of_points, order_layers
+from ismctl.plan.toolpath import (effective_speeds, greedy_order, island_of_points, order_layer,
+                                  order_layers, seam_vertex)
 
 
 def square(cx, cy, r, hole=False):
@@ -75,6 +76,72 @@ def slow_island(q, loops):
     return int(np.argmin(d))
 
 
+def slow_seam(loop, aligned, prev_seams, reach):
+    if aligned and len(prev_seams):
+        below = prev_seams[np.argmin(((prev_seams - loop.mean(axis=0)) ** 2).sum(axis=1))]
+        k = int(np.argmin(((loop - below) ** 2).sum(axis=1)))
+    else:
+        k = int(np.lexsort((loop[:, 0], -np.round(loop[:, 1], 6)))[0])
+    best, best_turn = k, math.inf
+    for i in range(len(loop)):
+        if ((loop[i] - loop[k]) ** 2).sum() > reach * reach:
+            continue
+        into, out = loop[i] - loop[i - 1], loop[(i + 1) % len(loop)] - loop[i]
+        norm = math.hypot(*into) * math.hypot(*out)
+        turn = (into[0] * out[1] - into[1] * out[0]) / norm if norm > 0 else 0.0
+        if turn < best_turn:
+            best, best_turn = i, turn
+    return best if best_turn < -math.sin(math.radians(30)) else k
+
+
+def slow_order_layer(items, outlines, outline_item, mode, prev_seams, reach, nozzle):
+    """items: (points, closed, slot, in_island); the walk of order_layer, one list at a time."""
+    if len(outlines) > 1:
+        island = [slow_island(p[0], outlines) if inside else -1 for p, _, _, inside in items]
+        for j, i in enumerate(outline_item):
+            if i >= 0:
+                island[i] = j
+    else:
+        island = [0 if inside and outlines else -1 for _, _, _, inside in items]
+    out, pos = [], np.asarray(nozzle, float)
+
+    def walk(group):
+        nonlocal pos
+        if items[group[0]][1]:
+            loops = [items[i][0] for i in group]
+            if mode == 2:
+                cand = np.concatenate(loops)
+                owner = np.repeat(np.arange(len(loops)), [len(lp) for lp in loops])
+                offset = np.concatenate(([0], np.cumsum([len(lp) for lp in loops])))
+            else:
+                seam = [slow_seam(lp, mode == 1, prev_seams, reach) for lp in loops]
+                cand, owner = np.array([lp[k] for lp, k in zip(loops, seam)]), np.arange(len(loops))
+            order, chosen = slow_greedy(cand, cand, owner, len(loops), pos)
+            for t, c in zip(order, chosen):
+                k = c - offset[t] if mode == 2 else seam[t]
+                out.append((group[t], np.concatenate((loops[t][k:], loops[t][:k + 1]))))
+        else:
+            lines = [items[i][0] for i in group]
+            cand = np.array([p for ln in lines for p in (ln[0], ln[-1])])
+            exits = np.array([p for ln in lines for p in (ln[-1], ln[0])])
+            order, chosen = slow_greedy(cand, exits, np.repeat(np.arange(len(lines)), 2), len(lines), pos)
+            for t, c in zip(order, chosen):
+                out.append((group[t], lines[t][::-1] if c % 2 else lines[t]))
+        pos = out[-1][1][-1]
+
+    def island_groups(isl):
+        for slot in sorted({items[i][2] for i in range(len(items)) if island[i] == isl}):
+            walk([i for i in range(len(items)) if island[i] == isl and items[i][2] == slot])
+
+    island_groups(-1)
+    if outlines:
+        cand = np.concatenate(outlines)
+        owner = np.repeat(np.arange(len(outlines)), [len(o) for o in outlines])
+        for isl in slow_greedy(cand, cand, owner, len(outlines), pos)[0]:
+            island_groups(isl)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # kernels
 
@@ -119,6 +186,66 @@ def test_island_of_points_matches_slow_reference():
     q = rng.uniform(-15, 70, (400, 2))
     got = island_of_points(q, pts, start)
     assert got.tolist() == [slow_island(p, loops) for p in q]
+
+
+def random_loop(rng, cx, cy, r, n):
+    """A star-shaped loop with notches (concave corners for seams to hide in), counter-clockwise."""
+    a = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = r * rng.uniform(0.6, 1.0, n)
+    return np.column_stack((cx + rad * np.cos(a), cy + rad * np.sin(a)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seam_vertex_matches_slow_reference(seed):
+    rng = np.random.default_rng(seed)
+    prev = rng.uniform(-10, 10, (5, 2))
+    for _ in range(60):
+        loop = random_loop(rng, *rng.uniform(-5, 5, 2), rng.uniform(1, 8), int(rng.integers(3, 40)))
+        loop[rng.random(len(loop)) < 0.2, 1] = loop[:, 1].max()  # rear ties go to the smaller x
+        for aligned in (False, True):
+            for reach in (0.0, 0.9, 3.0):
+                got = seam_vertex(loop, 0, len(loop), aligned, prev if aligned else np.zeros((0, 2)), reach)
+                assert got == slow_seam(loop, aligned, prev if aligned else np.zeros((0, 2)), reach)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_order_layer_matches_slow_walk(seed):
+    """Islands (one standing in another's hole), walls in two depths, lines, a skirt: the
+    kernel's order, seams and directions against the plain walk, for every seam mode."""
+    rng = np.random.default_rng(seed)
+    centres = [(0.0, 0.0), (40.0, 5.0), (-30.0, 20.0)]
+    outlines = [circle(cx, cy, 12, int(rng.integers(12, 40)), start=rng.uniform(0, 1)) for cx, cy in centres]
+    hole = circle(0, 0, 6, 20)[::-1].copy()
+    inner = square(0, 0, 2.5)  # an island in the hole
+    outlines.append(inner)
+    items = [(circle(0, 0, 30, 50), True, 0, False)]  # skirt
+    items += [(lp, True, 1, True) for lp in outlines[:3]] + [(hole, True, 1, True), (inner, True, 1, True)]
+    items += [(lp * 0.9, True, 0, True) for lp in outlines[:3]]  # inner walls (slot 0: printed first)
+    for cx, cy in centres + [(0.0, 0.0)]:
+        for _ in range(int(rng.integers(2, 12))):
+            a = rng.uniform([cx - 9, cy - 9], [cx + 9, cy + 9])
+            items.append((np.array([a, a + rng.normal(0, 2, 2)]), False, 2 + int(rng.integers(0, 2)), True))
+    outline_item = np.array([1, 2, 3, 5], np.int64)
+    pts = np.concatenate([it[0] for it in items])
+    start = np.concatenate(([0], np.cumsum([len(it[0]) for it in items]))).astype(np.int64)
+    closed, slot, inside = (np.array([it[k] for it in items]) for k in (1, 2, 3))
+    o_pts = np.concatenate(outlines)
+    o_start = np.concatenate(([0], np.cumsum([len(o) for o in outlines]))).astype(np.int64)
+    nozzle = rng.uniform(-50, 50, 2)
+    for mode in (0, 1, 2):
+        prev = rng.uniform(-40, 40, (6, 2)) if mode == 1 else np.zeros((0, 2))
+        got_pts, got_start, got_item, length, travel, seams, end = order_layer(
+            pts, start, closed, slot.astype(np.int64), inside, o_pts, o_start, outline_item, mode, prev, 0.8, nozzle)
+        want = slow_order_layer(items, outlines, outline_item, mode, prev, 0.8, nozzle)
+        assert got_item.tolist() == [i for i, _ in want]
+        for p, (_, w) in enumerate(want):
+            assert np.array_equal(got_pts[got_start[p]:got_start[p + 1]], w)
+        paths = [w for _, w in want]
+        assert np.allclose(length, [np.hypot(*np.diff(w, axis=0).T).sum() for w in paths])
+        ends = [nozzle] + [w[-1] for w in paths[:-1]]
+        assert travel == pytest.approx(sum(np.hypot(*(w[0] - e)) for w, e in zip(paths, ends)))
+        assert np.array_equal(seams, [w[0] for w in paths if len(w) > 2 and (w[0] == w[-1]).all()])
+        assert np.array_equal(end, paths[-1][-1])
 
 
 # ---------------------------------------------------------------------------
