@@ -134,14 +134,75 @@ def _clipper_round(v):
 
 
 @njit(cache=True, nogil=True)
+def _line_meet(normals, offsets, a, b, delta):
+    """Where the offset lines of edges a and b (n . x = c + delta) cross."""
+    det = normals[a, 0] * normals[b, 1] - normals[a, 1] * normals[b, 0]
+    ca, cb = offsets[a] + delta, offsets[b] + delta
+    return (ca * normals[b, 1] - cb * normals[a, 1]) / det, (normals[a, 0] * cb - normals[b, 0] * ca) / det
+
+
+@njit(cache=True, nogil=True)
+def _collapse_edges(points, s, e, normals, offsets, delta, nxt, prv):
+    """Drop the edges whose offset shrinks to nothing between two corners where offset edges overlap.
+
+    Such an edge's offset line is then outside the meeting point of its
+    neighbours' (which meet there instead): what an exact offset does.  Returns
+    the number of edges left, or -1 when a collapse would need a join (Clipper's job).
+    """
+    n_left = e - s
+    stack = np.empty(2 * (e - s) + 8, np.int64)
+    top = 0
+    for i in range(s, e):
+        stack[top] = i
+        top += 1
+    while top > 0 and n_left >= 3:
+        top -= 1
+        edge = stack[top]
+        if nxt[edge] < 0:
+            continue  # dropped already
+        a, b = prv[edge], nxt[edge]
+        if not (_overlapping(normals, a, edge, delta) and _overlapping(normals, edge, b, delta)):
+            continue
+        px, py = _line_meet(normals, offsets, a, edge, delta)
+        qx, qy = _line_meet(normals, offsets, edge, b, delta)
+        dx, dy = float(points[_next_point(edge, s, e), 0] - points[edge, 0]), float(points[_next_point(edge, s, e), 1] - points[edge, 1])
+        if (qx - px) * dx + (qy - py) * dy >= 0.0:
+            continue
+        nxt[a], prv[b] = b, a
+        nxt[edge] = prv[edge] = -1
+        n_left -= 1
+        if n_left >= 3 and not _overlapping(normals, a, b, delta):
+            return -1
+        if top + 2 > stack.shape[0]:
+            return -1
+        stack[top], stack[top + 1] = a, b
+        top += 2
+    return n_left
+
+
+@njit(cache=True, nogil=True)
+def _next_point(i, s, e):
+    return i + 1 if i + 1 < e else s
+
+
+@njit(cache=True, nogil=True)
+def _overlapping(normals, a, b, delta):
+    """Whether offset edges a -> b overlap at their corner (turning into the offset), not just collinear."""
+    sin_a = normals[a, 0] * normals[b, 1] - normals[b, 0] * normals[a, 1]
+    cos_a = normals[a, 0] * normals[b, 0] + normals[a, 1] * normals[b, 1]
+    return sin_a * delta < 0.0 and not (abs(sin_a * delta) < 1.0 and cos_a > 0.0) and 1.0 + cos_a >= 1e-3
+
+
+@njit(cache=True, nogil=True)
 def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance, guard, guard_start, guard_distance):
     """Every loop moved by ``delta`` (Clipper units, > 0 outwards) with Clipper's joins, rounded to integers.
 
     On the side where neighbouring edges overlap, the two offset edges meet at
     their intersection (Clipper routes through the source vertex and lets the
-    union remove the loop).  ``ok`` is False when that is not the exact offset
-    locally: an offset edge reversed (the edge vanished), a near-reversal, or
-    a zero-length source edge.  Crossings between loops are checked apart.
+    union remove the loop); edges that vanish between two such corners are
+    dropped.  ``ok`` is False when that is not the exact offset locally: an
+    offset edge next to a join reversed, a near-reversal, or a zero-length
+    source edge.  Crossings between loops are checked apart.
     A miter or square corner that would come closer than ``guard_distance``
     (when > 0) to the ``guard`` loops' edges is made round instead.
     """
@@ -157,7 +218,10 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
     out = np.empty((2 * n_points + 16, 2), np.int64)
     out_start = np.zeros(loop_start.shape[0], np.int64)
     normals = np.empty((n_points, 2), np.float64)
-    n_out = 0
+    offsets = np.empty(n_points, np.float64)
+    nxt = np.empty(n_points, np.int64)
+    prv = np.empty(n_points, np.int64)
+    n_out = n_loops = 0
     for loop in range(loop_start.shape[0] - 1):
         s, e = loop_start[loop], loop_start[loop + 1]
         for i in range(s, e):
@@ -167,11 +231,21 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
             if length == 0.0:
                 return out[:0], out_start, False
             normals[i, 0], normals[i, 1] = dy / length, -dx / length
+            offsets[i] = normals[i, 0] * points[i, 0] + normals[i, 1] * points[i, 1]
+            nxt[i], prv[j] = j, i
+        n_left = _collapse_edges(points, s, e, normals, offsets, delta, nxt, prv)
+        if n_left < 0:
+            return out[:0], out_start, False
         loop_first = n_out
-        first_of_vertex = n_out
+        if n_left < 3:  # the loop offsets to nothing
+            continue
+        first_edge = s
+        while nxt[first_edge] < 0:
+            first_edge += 1
         last_of_previous = -1
-        for j in range(s, e):
-            k = j - 1 if j > s else e - 1  # the previous edge ends at vertex j
+        j = first_edge
+        for _ in range(n_left):
+            k = prv[j]  # the previous edge; it ends at vertex j unless edges between them were dropped
             nkx, nky, njx, njy = normals[k, 0], normals[k, 1], normals[j, 0], normals[j, 1]
             px, py = float(points[j, 0]), float(points[j, 1])
             sin_a = nkx * njy - njx * nky
@@ -181,7 +255,11 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
                 grown[:n_out] = out[:n_out]
                 out = grown
             first_of_vertex = n_out
-            if abs(sin_a * delta) < 1.0 and cos_a > 0.0:  # collinear: one point
+            if _next_point(k, s, e) != j:  # dropped edges between: the lines meet (an overlapping corner)
+                x, yy = _line_meet(normals, offsets, k, j, delta)
+                out[n_out, 0], out[n_out, 1] = _clipper_round(x), _clipper_round(yy)
+                n_out += 1
+            elif abs(sin_a * delta) < 1.0 and cos_a > 0.0:  # collinear: one point
                 out[n_out, 0], out[n_out, 1] = _clipper_round(px + nkx * delta), _clipper_round(py + nky * delta)
                 n_out += 1
             elif sin_a * delta < 0.0:  # the offset edges overlap: their intersection
@@ -215,11 +293,14 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
                     out[n_out + 1, 0] = _clipper_round(px + delta * (njx + njy * dx))
                     out[n_out + 1, 1] = _clipper_round(py + delta * (njy - njx * dx))
                     n_out += 2
-            if last_of_previous >= 0 and not _same_direction(out, last_of_previous, first_of_vertex, points, k, j):
+            if last_of_previous >= 0 and not _same_direction(out, last_of_previous, first_of_vertex, points, k,
+                                                             _next_point(k, s, e)):
                 return out[:0], out_start, False
             last_of_previous = n_out - 1
-        # the closing edge: from the last vertex's join to the first vertex's join
-        if not _same_direction(out, last_of_previous, loop_first, points, e - 1, s):
+            j = nxt[j]
+        # the closing edge: from the last corner to the first
+        k = prv[first_edge]
+        if not _same_direction(out, last_of_previous, loop_first, points, k, _next_point(k, s, e)):
             return out[:0], out_start, False
         # rounding can repeat a point: drop repeats (a loop left with < 3 points fails the check)
         m = loop_first
@@ -232,8 +313,9 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
         if m - loop_first < 3:
             return out[:0], out_start, False
         n_out = m
-        out_start[loop + 1] = n_out
-    return out[:n_out], out_start, True
+        n_loops += 1
+        out_start[n_loops] = n_out
+    return out[:n_out], out_start[:n_loops + 1], True
 
 
 @njit(cache=True, nogil=True)
