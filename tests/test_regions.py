@@ -419,3 +419,16 @@ def test_loop_areas_match_shapely():
     points, start = packed(loops)
     expected = [Polygon(p).area * (1 if LinearRing(p).is_ccw else -1) for p in loops]
     assert np.allclose(loop_areas(points, start) / SCALE**2, expected)
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(1.0, 12.0), min_size=5, max_size=40), st.floats(-1.0, 1.0).filter(lambda d: abs(d) > 0.01),
+       st.booleans(), st.booleans())
+def test_offset_kernel_matches_clipper_on_random_stars(radii, delta, round_joins, with_hole):
+    loops = [star(radii)] + ([circle(0.5, 30, cw=True)] if with_hole and min(radii) > 2 else [])
+    points, start = packed(loops)
+    got, got_start, ok = offset_loops(points, start, delta * SCALE, round_joins, 2.0, 0.001 * SCALE,
+                                      np.zeros((0, 2), np.int64), np.zeros(1, np.int64), 0.0)
+    if ok:
+        join = pyclipper.JT_ROUND if round_joins else pyclipper.JT_MITER
+        same_area(unpacked(got, got_start), clipper_offset(loops, delta, join), shape(loops).length)
