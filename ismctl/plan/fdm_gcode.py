@@ -4,7 +4,7 @@ Two Numba passes make the body: ``_build_moves`` turns the paths into records,
 one per command (travel, retract, z-hop, extrusion, fan), each with the full
 position and modal feedrate, plus notes for the ``;LAYER:``/``;TYPE:`` comment
 lines between them; ``_write_lines`` formats both into ASCII in a byte buffer
-(fixed 3 decimals for X Y Z, 5 for E, 1 for F, trailing zeros trimmed, correctly
+(one ``_body`` call runs the two; fixed 3 decimals for X Y Z, 5 for E, 1 for F, trailing zeros trimmed, correctly
 rounded), since formatting a million floats in Python takes seconds.  The
 Program's ops are the records (plus start and end commands), timed in one
 ``motion.move_durations`` call.
@@ -20,7 +20,9 @@ Choices:
 * Travel: a travel longer than ``retract_min_travel`` that leaves the part
   (crosses a wall-outer loop of the layer, or has its midpoint outside them)
   retracts and z-hops; travels inside the part do not (like Cura's combing, minus
-  the detour).  A layer without outer walls retracts on every long travel.
+  the detour).  A layer without outer walls retracts on every long travel.  The
+  test looks only at the wall edges in the grid cells the travel passes (``wall_grid``),
+  so its cost does not grow with wall points times travels.
 * Heating, homing and the fan take 0 s in the estimate (Cura's ``;TIME:`` counts
   motion only); ``;TIME:`` is the sum of the Program's durations.
 * ``;TYPE:`` comes before the travel to a path of a new kind; the fan (``M106``
