@@ -86,8 +86,8 @@ def prepare_mesh(
         bad = int(np.argmax(((faces < 0) | (faces >= len(vertices))).any(axis=1)))
         raise PlanError(f"{label}: face {bad} uses a vertex index outside 0..{len(vertices) - 1}")
     welded, welded_faces = weld_exact(vertices, faces)  # NaNs weld like any bits; checked just below
-    bad_vertex = ~np.isfinite(welded).all(axis=1)
-    if bad_vertex.any():
+    if not np.isfinite(welded).all():
+        bad_vertex = ~np.isfinite(welded).all(axis=1)
         bad_face = bad_vertex[welded_faces].any(axis=1)
         if bad_face.any():
             raise PlanError(
@@ -96,7 +96,8 @@ def prepare_mesh(
             )
     report.welded_vertices = len(vertices) - len(welded)
     vertices, faces, report.unused_vertices_removed = _compact(welded, welded_faces)
-    _check_size(label, vertices, build_volume)
+    bounds = _bounds(vertices)
+    _check_size(label, bounds, build_volume)
 
     faces, report.degenerate_removed = _drop_degenerate(vertices, faces)
     if len(faces) == 0:
@@ -108,10 +109,12 @@ def prepare_mesh(
         flip = np.zeros(len(faces), bool)
     else:
         faces, shell, flip, n_shells = _mend_edges(label, vertices, faces, report, allow_open, gap_tolerance)
-    faces = _orient(vertices, faces, shell, flip, n_shells, report)
-    vertices, faces, unused = _compact(vertices, faces)
-    report.unused_vertices_removed += unused
-    report.bounds = np.array([vertices.min(axis=0), vertices.max(axis=0)])
+    faces = _orient(vertices, faces, shell, flip, n_shells, 0.5 * (bounds[0] + bounds[1]), report)
+    if report.degenerate_removed or oriented is None:  # faces were dropped or merged: vertices may be unused
+        vertices, faces, unused = _compact(vertices, faces)
+        report.unused_vertices_removed += unused
+        bounds = _bounds(vertices) if unused else bounds
+    report.bounds = bounds
     return Mesh(vertices, faces, mesh.name), report
 
 
@@ -158,9 +161,14 @@ def _used(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     return used
 
 
-def _check_size(label: str, points: np.ndarray, build_volume) -> None:
+def _bounds(vertices: np.ndarray) -> np.ndarray:
+    """``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, column by column (several times faster than ``min(axis=0)``)."""
+    return np.array([[vertices[:, d].min() for d in range(3)], [vertices[:, d].max() for d in range(3)]])
+
+
+def _check_size(label: str, bounds: np.ndarray, build_volume) -> None:
     """Refuse sizes that suggest the file's unit is not millimetres, with the likely factor."""
-    extent = points.max(axis=0) - points.min(axis=0)
+    extent = bounds[1] - bounds[0]
     volume = np.asarray(build_volume, dtype=np.float64)
     size = "x".join(f"{e:.4g}" for e in extent)
     if extent.max() < 1.0:
@@ -396,11 +404,10 @@ def _ray_crossings(vertices, faces, shell, points, candidate_start, candidates, 
     return crossings
 
 
-def _orient(vertices, faces, shell, flip, n_shells, report: MeshReport) -> np.ndarray:
+def _orient(vertices, faces, shell, flip, n_shells, origin, report: MeshReport) -> np.ndarray:
     """Faces flipped (``flip`` makes each shell consistent) so each shell faces outward, or inward inside another."""
     report.shells = n_shells
     consistent = _flipped(faces, flip)
-    origin = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
     volume = _shell_volumes(vertices, consistent, shell, n_shells, origin)
     inside = _shells_inside(vertices, consistent, shell, n_shells)
     del consistent

@@ -2,8 +2,8 @@
 
 STL stores every triangle's corners separately; slicing and repair need to know
 which triangles share a corner and an edge.  Welding is a hash-table pass in
-O(n) that can take its rows in chunks (``Welder``), so a reader never holds all
-corners of a big file at once (``np.unique`` over rows sorts, which is several
+O(n) that keeps no copy of the rows it has seen (``weld_exact``) or takes its
+rows in chunks (``Welder``), so a reader never holds all corners of a big file at once (``np.unique`` over rows sorts, which is several
 times slower on the million-triangle meshes we slice).  Edges are found by
 grouping half-edges by their lower vertex, a counting sort read in order.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 _EMPTY = -1
-WELD_CHUNK_ROWS = 1 << 16  # rows welded per kernel call: a few MB of scratch, however big the mesh
+WELD_CHUNK_ROWS = 1 << 16  # rows a Welder takes at a time: a few MB of scratch, however big the mesh
 _FAN = 32  # a vertex group longer than this is sorted with argsort, not by insertion
 
 
@@ -35,30 +35,26 @@ def _row_hash(bits, i):
 
 
 @njit(cache=True, nogil=True)
-def _hash_table(unique, n_unique, size):
-    """An open-addressing table of ``size`` slots (a power of two) holding the indices of ``unique[:n_unique]``."""
-    table = np.full(size, _EMPTY, np.int32)
-    mask = np.uint64(size - 1)
-    for j in range(n_unique):
-        slot = _row_hash(unique, j) & mask
-        while table[slot] != _EMPTY:
-            slot = (slot + np.uint64(1)) & mask
-        table[slot] = j
-    return table
+def _table_size(n_rows):
+    """A power of two at least twice ``n_rows``, so probes stay short."""
+    size = 16
+    while size < 2 * n_rows:
+        size *= 2
+    return size
 
 
 @njit(cache=True, nogil=True)
 def _weld_rows(bits, table, unique, n_unique, index):
     """``index[i]``: the row of ``unique`` equal to ``bits[i]``, appended when new.
 
-    ``table`` hashes ``unique[:n_unique]`` and is kept under half full; it and
-    ``unique`` grow here when needed and come back with the new row count.
+    ``table`` holds the numbers of ``unique``'s first ``n_unique`` rows; both
+    grow here when needed and come back with the new row count.
     """
     for i in range(bits.shape[0]):
         mask = np.uint64(table.shape[0] - 1)
         slot = _row_hash(bits, i) & mask
         j = table[slot]
-        while j != _EMPTY:
+        while j != _EMPTY:  # probed here, not in a helper: a call per row costs more than the probe
             if unique[j, 0] == bits[i, 0] and unique[j, 1] == bits[i, 1] and unique[j, 2] == bits[i, 2]:
                 break
             slot = (slot + np.uint64(1)) & mask
@@ -75,8 +71,45 @@ def _weld_rows(bits, table, unique, n_unique, index):
         index[i] = n_unique
         n_unique += 1
         if 2 * n_unique > table.shape[0]:
-            table = _hash_table(unique, n_unique, 2 * table.shape[0])
+            table = np.full(2 * table.shape[0], _EMPTY, np.int32)
+            mask = np.uint64(table.shape[0] - 1)
+            for j in range(n_unique):  # distinct rows: each goes to the first empty slot
+                slot = _row_hash(unique, j) & mask
+                while table[slot] != _EMPTY:
+                    slot = (slot + np.uint64(1)) & mask
+                table[slot] = j
     return table, unique, n_unique
+
+
+@njit(cache=True, nogil=True)
+def _weld_exact(bits):
+    """First row of each group of equal rows of ``bits``, and each row's group; groups in first-seen order.
+
+    The table holds input row numbers, so no row is copied: the scratch is two
+    int32 per row plus the table.
+    """
+    n = bits.shape[0]
+    table = np.full(_table_size(n), _EMPTY, np.int32)
+    keep = np.empty(n, np.int32)
+    remap = np.empty(n, np.int32)
+    mask = np.uint64(table.shape[0] - 1)
+    n_unique = 0
+    for i in range(n):
+        slot = _row_hash(bits, i) & mask
+        j = table[slot]
+        while j != _EMPTY:
+            if bits[j, 0] == bits[i, 0] and bits[j, 1] == bits[i, 1] and bits[j, 2] == bits[i, 2]:
+                break
+            slot = (slot + np.uint64(1)) & mask
+            j = table[slot]
+        if j != _EMPTY:
+            remap[i] = remap[j]
+        else:
+            table[slot] = i
+            keep[n_unique] = i
+            remap[i] = n_unique
+            n_unique += 1
+    return keep[:n_unique], remap
 
 
 class Welder:
@@ -90,10 +123,7 @@ class Welder:
     def __init__(self, dtype, expected: int = 0):
         self._float = np.dtype(dtype)
         self._bits = np.dtype(f"u{self._float.itemsize}")
-        size = 16
-        while size < 2 * expected:
-            size *= 2
-        self._table = np.full(size, _EMPTY, np.int32)
+        self._table = np.full(_table_size(expected), _EMPTY, np.int32)
         self._unique = np.empty((max(expected, 16), 3), self._bits)
         self._n = 0
         self._scratch = np.empty((WELD_CHUNK_ROWS, 3), self._float)
@@ -103,8 +133,7 @@ class Welder:
 
     def add(self, rows: np.ndarray, index: np.ndarray) -> None:
         """Weld ``rows`` (any shape ending in 3, at most WELD_CHUNK_ROWS rows); ``index`` (int32) gets their vertex numbers."""
-        n_rows = rows.size // 3
-        normal = self._scratch[:n_rows]
+        normal = self._scratch[:rows.size // 3]
         np.add(rows, self._float.type(0.0), out=normal.reshape(rows.shape))  # -0.0 + 0.0 is +0.0
         self._table, self._unique, self._n = _weld_rows(normal.view(self._bits), self._table, self._unique,
                                                         self._n, index)
@@ -122,13 +151,13 @@ def weld_exact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     """
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     faces = np.ascontiguousarray(faces, dtype=np.int32)
-    welder = Welder(np.float64, len(vertices))
-    remap = np.empty(len(vertices), np.int32)
-    for s in range(0, len(vertices), WELD_CHUNK_ROWS):
-        welder.add(vertices[s:s + WELD_CHUNK_ROWS], remap[s:s + WELD_CHUNK_ROWS])
-    if len(welder) == len(vertices):  # first-seen order: every row new means remap is the identity
+    negative_zero = (vertices == 0) & np.signbit(vertices)
+    normal = vertices + 0.0 if negative_zero.any() else vertices  # bits compared: -0.0 + 0.0 is +0.0
+    del negative_zero
+    keep, remap = _weld_exact(normal.view(np.uint64))
+    if len(keep) == len(vertices):  # first-seen order: every row new means remap is the identity
         return vertices, faces
-    return welder.vertices(), remap[faces]
+    return normal[keep], remap[faces]
 
 
 @njit(cache=True, nogil=True)
@@ -252,18 +281,16 @@ def _oriented_shells(faces, n_vertices):
             ra, rb = _root(parent, fa), _root(parent, fb)
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
-    # Linking the larger root under the smaller keeps each root its shell's first face,
-    # so numbering roots in face order numbers shells by first face.
-    shell = np.empty(m, np.int32)
+    # Links (and path halving) only ever point to a smaller face, so each root is its shell's
+    # first face and, in face order, a face's parent is relabelled before the face: in place.
     n_shells = 0
     for f in range(m):
-        r = _root(parent, f)
-        if r == f:
-            shell[f] = n_shells
+        if parent[f] == f:
+            parent[f] = n_shells
             n_shells += 1
         else:
-            shell[f] = shell[r]
-    return shell, n_shells
+            parent[f] = parent[parent[f]]
+    return parent, n_shells
 
 
 def oriented_shells(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, int] | None:
