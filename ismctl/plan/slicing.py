@@ -75,8 +75,10 @@ def _crossings(vertices, faces, z_cut):
     nv = np.int64(vertices.shape[0])
     # plane index of each vertex: planes at or below it.  A face crosses the
     # planes k with min(index) <= k < max(index): zmin < z_cut[k] <= zmax.
-    level = np.searchsorted(z_cut, vertices[:, 2].copy(), side="right")
-    crossing = np.empty(m, np.int64)
+    level = np.empty(vertices.shape[0], np.int32)
+    for v in range(vertices.shape[0]):
+        level[v] = np.searchsorted(z_cut, vertices[v, 2], side="right")
+    crossing = np.empty(m, np.int32)  # the faces that cross a plane
     n_crossing = 0
     counts = np.zeros(n_planes + 1, np.int64)
     for f in range(m):
