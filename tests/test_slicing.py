@@ -426,3 +426,16 @@ def test_fine_sphere_layers_are_simplified_to_few_points():
     simple = slice_at(mesh_of(tm), [0.1])
     assert len(raw.points) > 500 and len(simple.points) < len(raw.points) / 4
     assert layer_area(simple, 0) == pytest.approx(layer_area(raw, 0), rel=1e-3)
+
+
+def test_many_open_chains_are_dropped_and_reported():
+    """Lone vertical triangles cut into open chains that cannot close: every one dropped and noted per layer."""
+    n = 40
+    x = np.arange(n, dtype=np.float64) * 3.0
+    vertices = np.stack([np.stack([x, np.zeros(n), np.zeros(n)], 1), np.stack([x + 1, np.zeros(n), np.zeros(n)], 1),
+                         np.stack([x, np.zeros(n), np.full(n, 5.0)], 1)], 1).reshape(-1, 3)
+    mesh = Mesh(vertices, np.arange(3 * n).reshape(-1, 3), "fins")
+    z = np.array([1.0, 2.0, 3.0])
+    stack = slicing.slice_mesh(mesh, z, z + 0.1, np.full(3, 0.2))
+    assert len(stack.points) == 0
+    assert len(stack.notes) == 3 and all(f"dropped {n} open chains" in note for note in stack.notes)

@@ -252,8 +252,7 @@ def _chains_to_loops(seg_start, start_key, end_key, start_xy, end_xy, gap_tolera
     """
     n_planes = seg_start.shape[0] - 1
     n_seg = start_key.shape[0]
-    cap = 2 * n_seg + 16
-    points = np.empty((cap, 2), np.float64)
+    points = np.empty((n_seg + 16, 2), np.float64)  # a point per segment; grown if open chains add ends
     loop_start = np.empty(n_seg + 2, np.int64)
     layer_loops = np.zeros(n_planes + 1, np.int64)
     joined = np.zeros(n_planes, np.int64)
@@ -271,6 +270,10 @@ def _chains_to_loops(seg_start, start_key, end_key, start_xy, end_xy, gap_tolera
         for c in range(n_chain):
             if not closed[c]:
                 n_open += 1
+        if n_pts + (s1 - s0) + n_open > points.shape[0]:  # an open chain has one point more than segments
+            grown = np.empty((max(2 * points.shape[0], n_pts + (s1 - s0) + n_open), 2), np.float64)
+            grown[:n_pts] = points[:n_pts]
+            points = grown
         # closed loops straight out
         for c in range(n_open, n_chain):
             first = n_pts
