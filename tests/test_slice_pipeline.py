@@ -83,7 +83,7 @@ def sliced_tube():
     settings = SliceSettings(first_layer_height=0.2, skirt_loops=1)
     tm = tube()
     result = fdm.slice_mesh(as_mesh(tm, "tube"), settings)
-    placed = trimesh.Trimesh(result.mesh.vertices, result.mesh.faces)
+    placed = trimesh.Trimesh(tm.vertices + result.placement, tm.faces)
     return settings, placed, result
 
 

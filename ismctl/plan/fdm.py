@@ -28,7 +28,7 @@ Progress = Callable[[str, int], None]  # (step name, step index); called as each
 class SliceResult:
     gcode: str
     program: Program
-    mesh: Mesh  # as sliced: repaired and placed on the bed
+    placement: np.ndarray  # (3,) mm the mesh was moved by to sit on the bed (its coordinates + this = the G-code's)
     repairs: list[str]  # what the mesh check repaired or warns about
     notes: list[str]  # what slicing had to mend
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
@@ -59,8 +59,11 @@ class _Steps:
         return self.timings
 
 
-def place_on_bed(mesh: Mesh, settings: SliceSettings) -> Mesh:
-    """Bottom on z = 0 and (by default) centred on the bed; refuse a part that does not fit."""
+def place_on_bed(mesh: Mesh, settings: SliceSettings) -> tuple[Mesh, np.ndarray]:
+    """Bottom on z = 0 and (by default) centred on the bed; refuse a part that does not fit.
+
+    Returns the moved mesh and the shift.
+    """
     lo, hi = mesh.bounds
     shift = np.array([0.0, 0.0, -lo[2]])
     if settings.center_on_bed:
@@ -71,7 +74,7 @@ def place_on_bed(mesh: Mesh, settings: SliceSettings) -> Mesh:
         size = " x ".join(f"{s:.1f}" for s in hi - lo)
         raise PlanError(f"mesh {mesh.name!r} ({size} mm) does not fit the {settings.bed_x:g} x {settings.bed_y:g} "
                         f"x {settings.max_z:g} mm build volume at the place it was given (set center_on_bed)")
-    return Mesh(mesh.vertices + shift, mesh.faces, mesh.name)
+    return Mesh(mesh.vertices + shift, mesh.faces, mesh.name), shift
 
 
 def slice_file(path: str | Path, settings: SliceSettings | None = None, *, data: bytes | None = None,
@@ -81,8 +84,7 @@ def slice_file(path: str | Path, settings: SliceSettings | None = None, *, data:
 
     steps = _Steps(progress)
     steps.start("load")
-    mesh = load_mesh(path, data=data)
-    return _slice(mesh, settings or SliceSettings(), limits, allow_open, steps)
+    return _slice(load_mesh(path, data=data), settings or SliceSettings(), limits, allow_open, steps)
 
 
 def slice_mesh(mesh: Mesh, settings: SliceSettings | None = None, *, limits=None, allow_open: bool = False,
@@ -105,18 +107,23 @@ def _slice(mesh: Mesh, settings: SliceSettings, limits, allow_open: bool, steps:
     steps.start("repair")
     mesh, report = mesh_repair.prepare_mesh(mesh, build_volume=(settings.bed_x, settings.bed_y, settings.max_z),
                                             allow_open=allow_open)
-    mesh = place_on_bed(mesh, settings)
+    mesh, placement = place_on_bed(mesh, settings)
+    name = mesh.name
     steps.start("layers")
     z_top, height = layer_heights.plan_layers(mesh, settings)
     steps.start("slice")
     stack = slicing.slice_mesh(mesh, z_top - height / 2, z_top, height)
+    del mesh  # each step's input is dropped once the next step has its own: the peak memory is one step's
     steps.start("regions")
     layer_regions = regions.build_regions(stack, settings)
     skirt, brim = regions.skirt_and_brim(stack, settings)
+    notes = list(stack.notes)
+    del stack
     steps.start("infill")
     infill.fill_regions(layer_regions, settings)
     steps.start("paths")
     layer_paths = toolpath.order_layers(layer_regions, skirt, brim, settings)
+    del layer_regions
     steps.start("gcode")
-    text, program = fdm_gcode.emit_fdm(layer_paths, settings, limits, name=mesh.name)
-    return SliceResult(text, program, mesh, report.messages(), list(stack.notes), steps.done())
+    text, program = fdm_gcode.emit_fdm(layer_paths, settings, limits, name=name)
+    return SliceResult(text, program, placement, report.messages(), notes, steps.done())

@@ -521,6 +521,7 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
     restart = np.zeros(len(op), np.bool_)
     restart[:1] = True  # the first move follows heat-and-wait: the planner starts empty
     duration = move_durations(delta, feed, limits, restart=restart) if len(op) else np.zeros(0)
+    del delta, feed, restart  # a million-move part holds several of these; the peak is this step's
     estimated = float(duration.sum())
     extruding = (op == OP_G1) & ((mask & (W_X | W_Y)) != 0) & (val[:, 4] > 0)
     filament_mm = float(val[extruding, 4].sum())
@@ -549,24 +550,26 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         f"; filament used [g] = {filament_g:.2f}",
     ]
     first_body = len(header) + len(start_cmds) + 1
+    end_pos = val[-1:, 1:4] if len(val) else np.zeros((1, 3))
+    position = np.vstack((np.full((len(start_cmds), 3), np.nan), val[:, 1:4], np.repeat(end_pos, len(end_cmds), axis=0)))
+    del val, extruding  # (unknown before the first move, as gcode.parse has it)
     body = str(body, "ascii")
     text = "".join(("\n".join(header + start_cmds), "\n", body, "\n".join(end_cmds), "\n"))
     lines = body.split("\n")
+    del body
     lines.pop()  # after the last newline
     is_command = np.ones(len(lines), np.bool_)
     is_command[note_at + np.arange(len(note_at))] = False  # note j comes before record note_at[j]
-    commands = start_cmds + list(itertools.compress(lines, is_command.tolist())) + end_cmds
+    commands = tuple(start_cmds + list(itertools.compress(lines, is_command.tolist())) + end_cmds)
+    del lines
     record = np.arange(len(op))
     line_of = first_body + record + np.searchsorted(note_at, record, side="right")
     n_start, n_end = len(start_cmds), len(end_cmds)
     end_line = first_body + len(op) + len(note_at)
     source_line = np.concatenate((np.arange(len(header) + 1, first_body), line_of, np.arange(end_line, end_line + n_end)))
     layer = np.concatenate((np.full(n_start, -1), lay, np.full(n_end, len(layers) - 1)))
-    unknown = np.full((n_start, 3), np.nan)  # as gcode.parse has it: known from the first move on
-    end_pos = val[-1:, 1:4] if len(val) else np.zeros((1, 3))
-    position = np.vstack((unknown, val[:, 1:4], np.repeat(end_pos, n_end, axis=0)))
     durations = np.concatenate((np.zeros(n_start), duration, np.zeros(n_end)))
     meta = {"source": "mesh", "layers": len(layers), "estimated_s": estimated, "filament_mm": round(filament_mm, 4),
             "filament_g": round(filament_g, 4), "bbox": bbox}
-    program = Program("printer", name, tuple(commands), source_line, layer, durations, position, meta)
+    program = Program("printer", name, commands, source_line, layer, durations, position, meta)
     return text, program

@@ -37,6 +37,10 @@ from numba import njit
 
 from .model import LayerStack, Mesh, PlanError
 
+# Planes cut per pass over the triangles: the raw segments of a pass are held at
+# once (about 100 bytes each), so a 1.4M-triangle part is cut in a few passes of
+# ~20 MB instead of one of ~60 MB; a pass costs one scan of the vertices and faces.
+PLANES_PER_PASS = 80
 GAP_TOLERANCE = 0.05  # mm: open chain ends this close are joined; far below a 0.4 mm line, far above STL float32 noise
 MAX_DEVIATION = 0.01  # mm: simplification keeps every loop within this of the exact section
 MIN_LOOP_AREA = 1e-4  # mm^2, (0.01 mm)^2: smaller loops cannot be printed and are dropped
@@ -600,6 +604,20 @@ def _check_mesh(mesh: Mesh) -> None:
                         f"but there are {len(mesh.vertices)} vertices")
 
 
+def _slice_planes(mesh: Mesh, z_cut: np.ndarray, gap_tolerance: float, max_deviation: float):
+    """One pass over the triangles for the planes ``z_cut``: simplified loops and the per-layer mending counts."""
+    points, loop_start, layer_loops, joined, max_gap, dropped, dropped_length = _chains_to_loops(
+        *_crossings(mesh.vertices, mesh.faces, z_cut), gap_tolerance)
+    collapsed = np.zeros(len(z_cut), np.int64)
+    if max_deviation > 0:
+        points, loop_start, kept = _simplify_loops(points, loop_start, max_deviation)
+        layer_of_loop = np.repeat(np.arange(len(z_cut)), np.diff(layer_loops))
+        before = np.diff(layer_loops)
+        layer_loops = np.concatenate(([0], np.cumsum(np.bincount(layer_of_loop[kept], minlength=len(z_cut)))))
+        collapsed = before - np.diff(layer_loops)
+    return points, loop_start, layer_loops, (joined, max_gap, dropped, dropped_length, collapsed)
+
+
 def slice_mesh(mesh: Mesh, z_cut, z_top, height, gap_tolerance: float = GAP_TOLERANCE,
                max_deviation: float = MAX_DEVIATION, min_loop_area: float = MIN_LOOP_AREA) -> LayerStack:
     """Cut ``mesh`` (welded, faces outward) at the rising planes ``z_cut`` into oriented closed loops.
@@ -616,15 +634,15 @@ def slice_mesh(mesh: Mesh, z_cut, z_top, height, gap_tolerance: float = GAP_TOLE
                         ("min_loop_area", min_loop_area)):
         if not value >= 0:
             raise PlanError(f"slice_mesh: {name} must be >= 0, got {value!r}")
-    points, loop_start, layer_loops, joined, max_gap, dropped, dropped_length = _chains_to_loops(
-        *_crossings(mesh.vertices, mesh.faces, z_cut), float(gap_tolerance))
-    collapsed = np.zeros(len(z_cut), np.int64)
-    if max_deviation > 0:
-        points, loop_start, kept = _simplify_loops(points, loop_start, float(max_deviation))
-        layer_of_loop = np.repeat(np.arange(len(z_cut)), np.diff(layer_loops))
-        before = np.diff(layer_loops)
-        layer_loops = np.concatenate(([0], np.cumsum(np.bincount(layer_of_loop[kept], minlength=len(z_cut)))))
-        collapsed = before - np.diff(layer_loops)
+    parts = [_slice_planes(mesh, z_cut[k:k + PLANES_PER_PASS], float(gap_tolerance), float(max_deviation))
+             for k in range(0, len(z_cut), PLANES_PER_PASS)]
+    points = np.concatenate([part[0] for part in parts])
+    point_base = np.cumsum([0] + [len(part[0]) for part in parts[:-1]])
+    loop_start = np.concatenate([part[1][:-1] + base for part, base in zip(parts, point_base)] + [[len(points)]])
+    loop_base = np.cumsum([0] + [len(part[1]) - 1 for part in parts[:-1]])
+    layer_loops = np.concatenate([part[2][:-1] + base for part, base in zip(parts, loop_base)] + [[len(loop_start) - 1]])
+    joined, max_gap, dropped, dropped_length, collapsed = (np.concatenate([part[3][i] for part in parts]) for i in range(5))
+    del parts
     points, loop_start, layer_loops, tiny = _orient_layers(points, loop_start, layer_loops, float(min_loop_area))
     notes = []
     name = f"mesh {mesh.name!r}" if mesh.name else "mesh"
