@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -255,5 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `ismctl` program: main(), then exit.
+
+    After a planning command the interpreter's teardown (unloading Numba's LLVM
+    code) takes about 0.4 s and has nothing left to do: the output is written and
+    closed.  So those exit at once, with the streams flushed.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in slice_cmd.PLANNING_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

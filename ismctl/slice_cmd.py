@@ -18,6 +18,7 @@ from .plan.fdm_settings import PATTERNS, SliceSettings
 from .plan.model import MESH_SUFFIXES, PlanError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PLANNING_COMMANDS = ("slice", "preview")
 
 SLICE_EPILOG = """\
 examples:
