@@ -19,9 +19,7 @@ import numpy as np
 
 from . import config as cellconfig
 from . import slice_cmd
-from .client import CellClient, CommandFailed, SupervisorUnreachable
 from .plan.model import MESH_SUFFIXES
-from .watch import watch_jobs
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 PLANNING_WAIT_S = 600.0
@@ -110,7 +108,9 @@ def _print_status(body: dict) -> None:
         _print_jobs(body["active_jobs"])
 
 
-def _client(args) -> CellClient:
+def _client(args):
+    from .client import CellClient  # ZeroMQ and the bus: only for the commands that talk to a cell
+
     return CellClient(_config(args), timeout_s=args.timeout)
 
 
@@ -153,6 +153,8 @@ def cmd_submit(args) -> int:
         reply = client.call("submit", gcode=content, **body)
     _show(args, reply, lambda r: print(f"job {r['job']} queued on {r['device']}: {r['n_ops']} ops, estimated {_fmt_s(r['estimated_s'])} of printing"))
     if args.watch:
+        from .watch import watch_jobs
+
         return EXIT_OK if watch_jobs(client, reply["job"]) == "completed" else EXIT_FAILED
     return EXIT_OK
 
@@ -179,6 +181,8 @@ def cmd_job(args) -> int:
 
 
 def cmd_watch(args) -> int:
+    from .watch import watch_jobs
+
     state = watch_jobs(_client(args), args.job)
     return EXIT_OK if args.job is None or state == "completed" else EXIT_FAILED
 
@@ -242,18 +246,27 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        if args.command in slice_cmd.PLANNING_COMMANDS:  # no cell involved: the bus is not even imported
+            return COMMANDS[args.command](args)
+        return _cell_command(args)
     except cellconfig.ConfigError as exc:
         print(f"ismctl: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cell_command(args) -> int:
+    from .client import CommandFailed, SupervisorUnreachable
+
+    try:
+        return COMMANDS[args.command](args)
     except SupervisorUnreachable as exc:
         print(f"ismctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except CommandFailed as exc:
         print(f"ismctl {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
 
 
 def run() -> None:
