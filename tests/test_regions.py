@@ -432,3 +432,29 @@ def test_offset_kernel_matches_clipper_on_random_stars(radii, delta, round_joins
     if ok:
         join = pyclipper.JT_ROUND if round_joins else pyclipper.JT_MITER
         same_area(unpacked(got, got_start), clipper_offset(loops, delta, join), shape(loops).length)
+
+
+def test_a_ring_thinner_than_a_bead_gets_one_wall_inside_it():
+    # a sphere shell cut by a bore: 0.3 mm of material, no room for a full-width wall
+    loops = [circle(5, 300), circle(4.7, 300, cw=True)]
+    outline = shape(loops)
+    for region in build_regions(make_stack([loops] * 3), SliceSettings()):
+        assert len(region.walls) == 1 and len(region.walls[0]) == 1
+        assert not region.skin and not region.sparse
+        ring = LinearRing(region.walls[0][0])
+        assert ring.is_ccw and ring.is_valid
+        assert outline.buffer(TOL).covers(ring)  # the moves stay inside the outline
+        assert ring.distance(outline.exterior) >= 0.25 * W - TOL
+
+
+def test_a_thin_island_beside_a_thick_one_keeps_its_wall():
+    loops = [square(0, 0, 10, 10), square(12, 0, 12.3, 10)]
+    region = build_regions(make_stack([loops] * 2), SliceSettings(perimeters=2))[1]
+    fin = Polygon(loops[1]).buffer(TOL)
+    assert sum(fin.covers(LinearRing(p)) for p in region.walls[0]) == 1
+    assert not any(fin.intersects(LinearRing(p)) for p in region.walls[1])
+
+
+def test_slivers_below_min_feature_still_vanish():
+    loops = [square(0, 0, 10, 0.15)]  # thinner than min_feature: not printable
+    assert build_regions(make_stack([loops] * 2), SliceSettings(min_feature=0.2))[1].walls == []

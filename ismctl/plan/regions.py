@@ -726,11 +726,13 @@ def _walls_and_fill(outline, width: float, settings: SliceSettings):
     """
     walls = []
     inner = outer = outline
-    for _ in range(settings.perimeters):
+    for k in range(settings.perimeters):
         inner = _drop_small(_offset(inner, -width), (0.1 * width) ** 2)
         # sharp corners regrown where the shrink cut off a narrow spike would come closer than half a
         # width to the previous wall (or the outline): there they are round
         centre = _drop_small(_offset(inner, width / 2, guard=outer, guard_mm=width / 2), (width / 2) ** 2)
+        if k == 0:
+            centre = _with_thin_walls(outline, centre, width, settings.min_feature)
         if _empty(centre):
             return walls, EMPTY
         walls.append(centre)
@@ -739,6 +741,45 @@ def _walls_and_fill(outline, width: float, settings: SliceSettings):
         return walls, _union(outline)
     overlap = settings.infill_overlap * width
     return walls, (_offset(inner, overlap) if overlap > 0 else inner)
+
+
+THIN_INSETS = (0.375, 0.25)  # of a line width: where a thin island's single wall is tried, widest first
+
+
+def _outer_loops(area):
+    return _select(area, _loop_areas(area) > 0)
+
+
+def _with_thin_walls(outline, centre, width: float, min_feature: float):
+    """The outer wall plus one loop for each island too thin for a full-width bead.
+
+    Such an island (a shell cut by a bore, a fin) would get no extrusion at
+    all.  It gets its outline's inset at the widest of ``THIN_INSETS`` (never
+    under ``min_feature / 2``) where it still exists, outer loop only, printed
+    at the normal width: the bead overhangs the island's edges and puts up to
+    about twice the material a centreline bead would -- better than a hole in
+    the part.  Only checked when the outline has more islands than the outer
+    wall (an island that merely split is not noticed).
+    """
+    islands = _drop_small(_outer_loops(outline), (width / 2) ** 2)
+    covered = _outer_loops(centre)
+    if len(covered[1]) >= len(islands[1]):
+        return centre
+    wall_points = covered[0][covered[1][:-1]]  # one point of every outer-wall loop
+    for fraction in THIN_INSETS:
+        inset = _outer_loops(_drop_small(_offset(outline, -max(fraction * width, min_feature / 2)), (0.1 * width) ** 2))
+        if _empty(inset):
+            continue
+        boxes = _loop_boxes(*inset)
+        has_wall = np.zeros(len(inset[1]) - 1, np.bool_)
+        for x, y in wall_points.tolist():
+            for loop in range(len(has_wall)):
+                if not has_wall[loop] and _winding_at(inset[0], inset[1][loop:loop + 2], boxes[loop:loop + 1], x, y, -1):
+                    has_wall[loop] = True
+        thin = _select(inset, ~has_wall)
+        if not _empty(thin):
+            return _from_paths(_to_paths(centre) + _to_paths(thin))
+    return centre
 
 
 class _Intersections:
