@@ -707,6 +707,10 @@ def _opened(area, width: float):
     return _offset(_offset(area, -width / 2), width / 2) if width > 0 else area
 
 
+def _same_area(a, b) -> bool:
+    return a[0].shape == b[0].shape and np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
+
+
 def _to_mm(area) -> list[np.ndarray]:
     points, start = area
     if _empty(area):
@@ -842,7 +846,10 @@ def build_regions(stack: LayerStack, settings: SliceSettings) -> list[LayerRegio
     walls, fills = [], []
     for index, outline in enumerate(layers):
         width = settings.first_layer_line_width if index == 0 else settings.line_width
-        layer_walls, fill = _walls_and_fill(outline, width, settings)
+        if index > 1 and _same_area(outline, layers[index - 1]):  # an extruded profile: the layer below's result
+            layer_walls, fill = walls[-1], fills[-1]
+        else:
+            layer_walls, fill = _walls_and_fill(outline, width, settings)
         walls.append(layer_walls)
         fills.append(fill)
     longest = max(settings.top_layers, settings.bottom_layers, 1)
