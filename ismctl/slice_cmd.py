@@ -51,7 +51,7 @@ def add_slicing_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--perimeters", type=int, metavar="N", help="walls per outline (default 2)")
     g.add_argument("--top-layers", type=int, metavar="N", help="solid layers on top (default 4)")
     g.add_argument("--bottom-layers", type=int, metavar="N", help="solid layers at the bottom (default 4)")
-    g.add_argument("--infill", type=float, metavar="PERCENT", help="sparse infill density, 0-100 (default 20)")
+    g.add_argument("--infill", type=_percent, metavar="PERCENT", help="sparse infill density, 0-100 (default 20)")
     g.add_argument("--pattern", choices=PATTERNS, help="sparse infill pattern (default grid)")
     g.add_argument("--nozzle", type=float, metavar="MM", help="nozzle diameter (default 0.4)")
     g.add_argument("--line-width", type=float, metavar="MM", help="extrusion width (default 0.45)")
@@ -201,6 +201,16 @@ def cmd_preview(args) -> int:
     for png in written:
         print(png)
     return EXIT_OK
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"takes a percentage from 0 to 100, got {text!r}")
+    return value
 
 
 def _layer_list(text: str) -> list[int]:
