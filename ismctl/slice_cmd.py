@@ -174,7 +174,7 @@ def cmd_slice(args) -> int:
           f"({info['filament_g']:.1f} g)")
     print(f"  extent X {lo[0]:.2f}..{hi[0]:.2f}  Y {lo[1]:.2f}..{hi[1]:.2f}  Z {lo[2]:.2f}..{hi[2]:.2f} mm")
     for line in result.repairs + result.notes:
-        print(f"  mesh: {line}")
+        print(f"  note: {line}")
     return EXIT_OK
 
 
