@@ -260,8 +260,7 @@ class GrblFirmware:
         """0x18 (and power-on reset): stop, alarm 3 if moving, banner."""
         now = self.clock.now()
         self.counters["resets"] += 1
-        moving = (self.motion.busy() or self.homing or self.motion.hold is not None
-                  or self.jogging) and not self.critical
+        moving = (self.motion.busy() or self.homing or self.jogging) and not self.critical
         self.motion.stop(now)
         if self.job is not None:
             self.job.close()
@@ -463,6 +462,7 @@ class GrblFirmware:
         m.update(now)
         if self.jogging and not m.busy():
             self.jogging = False
+            self.gc.position = list(m.pos)     # a cancelled jog ends short of its target
         if self.settings[21] and not self.critical:
             # the switches sit at the ends of the physical travel; a pin change trips
             pos = m.position(now)

@@ -32,9 +32,8 @@ Example session (what you type on the left, what grbl answers on the right):
   $ python -m serial.tools.miniterm --eol CRLF /tmp/mill 115200
                              -> (empty line) Grbl 1.1h ['$' for help]
   ?                          -> <Idle|MPos:0.000,0.000,0.000|FS:0,0|WCO:0.000,0.000,0.000>
-  G1 X10 F600                -> ok            (one block in the planner, state Run)
-  G1 X10                     -> ok            (no feed rate: F is modal, so fine)
-  G4                         -> error:28      (value word missing)
+  G1 X-10 F600               -> ok            (a block in the planner; '?' shows Run)
+  G4                         -> error:28      (value word missing: G4 needs P)
   $22=1  then  $20=1         -> ok, ok        (soft limits need homing enabled)
   G0 X5                      -> ALARM:2  [MSG:Reset to continue]   (travel is 0..-200)
   Ctrl-X                     -> Grbl 1.1h ['$' for help]  [MSG:'$H'|'$X' to unlock]

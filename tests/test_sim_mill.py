@@ -242,7 +242,11 @@ def test_jog_and_jog_cancel():
             time.sleep(0.02)
         m.port.write(b"\x85")
         assert m.wait_state("Idle") == "Idle"
-        assert -100 < m.mpos()[0] < 0
+        stopped = m.mpos()[0]
+        assert -100 < stopped < 0
+        assert m.cmd("G91 G0 X-1") == ["ok"]          # the parser follows where the jog stopped
+        m.wait_state("Idle")
+        assert m.mpos()[0] == pytest.approx(stopped - 1)
 
 
 def test_reset_while_moving_raises_alarm_3():
@@ -325,3 +329,14 @@ def test_overflowing_host_is_detected(tmp_path):
         m.lines_until(lambda t: t == WELCOME)
     counters = json.loads(stats.read_text())["counters"]
     assert counters["rx_overflows"] >= 1 and counters["rx_overflow_bytes"] > 1000
+
+
+def test_seeded_line_faults():
+    with Mill("--speed", "max", "--drop-rate", "1") as m:
+        m.banner()
+        m.port.write(b"G21\n")                  # the line vanishes: no reply at all
+        assert m.status().startswith("<Idle|")   # real-time bytes still get through
+    with Mill("--speed", "max", "--corrupt-rate", "1", "--seed", "7") as m:
+        m.banner()
+        replies = [m.cmd("G1 X-1 F100")[-1] for _ in range(5)]
+        assert all(r == "ok" or re.fullmatch(r"error:\d+", r) for r in replies)
