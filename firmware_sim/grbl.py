@@ -327,10 +327,10 @@ class GrblFirmware:
         now = self.clock.now()
         if c == RT_RESET:
             self.soft_reset()
+        elif self.critical:
+            return        # grbl answers nothing, not even '?', until the reset
         elif c == RT_STATUS:
             self.emit(self.status_report())
-        elif self.critical:
-            return
         elif c == RT_HOLD:
             if self.state not in ("Alarm", "Check") and not self.homing:
                 if self.jogging:
@@ -984,7 +984,7 @@ class GrblFirmware:
 
     def _move(self, target, feed, rapid=False, length=None):
         gc = self.gc
-        if self.settings[20] and self._outside_travel(target) and not self.check_mode:
+        if self.settings[20] and self._outside_travel(target):    # check mode too, as grbl
             yield from self._sync_soft_limit()
             return
         if not self.check_mode:

@@ -205,7 +205,7 @@ def test_soft_limit_alarm_then_unlock(mill):
     mill.port.write(b"G0 X5\n")                         # machine travel is 0..-200
     assert mill.line() == "ALARM:2"
     assert mill.line() == "[MSG:Reset to continue]"
-    assert mill.state() == "Alarm"
+    mill.port.write(b"?G0 X-1\n")                     # nothing is answered, not even '?'
     mill.port.write(b"\x18")
     assert mill.banner() == ["", WELCOME]
     assert mill.line() == UNLOCK
@@ -340,3 +340,20 @@ def test_seeded_line_faults():
         m.banner()
         replies = [m.cmd("G1 X-1 F100")[-1] for _ in range(5)]
         assert all(r == "ok" or re.fullmatch(r"error:\d+", r) for r in replies)
+
+
+def test_virtual_timing_of_moves_dwell_and_spinup(tmp_path):
+    log = tmp_path / "exec.log"
+    with Mill("--speed", "max", "--spinup", "2.5", "--exec-log", str(log),
+              "--exec-log-times") as m:
+        m.banner()
+        for line in ("G1 X-10 F300", "G4 P0", "G4 P1", "M3 S1000", "G0 X-20", "M5"):
+            assert m.cmd(line) == ["ok"]
+    times = {text: float(t) for t, text in (row.split(" ", 1) for row in log.read_text().splitlines())}
+    # 10 mm at 5 mm/s with 10 mm/s^2: 0.5 s up, 1.5 s cruise, 0.5 s down; G4 waits for it
+    assert times["G1 X-10 F300"] == pytest.approx(0.0)
+    assert times["G4 P0"] == pytest.approx(2.5)
+    assert times["G4 P1"] == pytest.approx(3.5)
+    assert times["M3 S1000"] == pytest.approx(6.0)          # 2.5 s spin-up
+    # G0 runs at $110 = 500 mm/min: 10 mm take 2 * 0.8333 + 3.0556 / 8.3333 s; M5 waits for it
+    assert times["M5"] - times["G0 X-20"] == pytest.approx(2 * 25 / 30 + (10 - 2 * 125 / 36) / (25 / 3))
