@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-from collections import deque
 
 from .mill_motion import Block, MillMotion
 
@@ -219,9 +218,9 @@ class GrblFirmware:
         self.counters = {"lines": 0, "ok": 0, "errors": 0, "alarms": 0, "rx_overflows": 0,
                          "rx_overflow_bytes": 0, "status_reports": 0, "resets": 0}
         self.motion = MillMotion(PLANNER_SLOTS)
-        self.offset = [0.0, 0.0, 0.0]    # physical = machine + offset (hard limit switches)
-        travel = [settings[130 + i] for i in range(3)]
-        self.offset = [-t / 2 for t in travel]   # power-on in the middle of the travel
+        # physical = machine + offset; the hard-limit switches sit at physical 0 and
+        # -travel, and the tool powers up in the middle of the travel
+        self.offset = [-settings[130 + i] / 2 for i in range(3)]
         self.state = "Alarm" if settings[22] else "Idle"
         self.check_mode = False
         self._boot()
@@ -338,8 +337,7 @@ class GrblFirmware:
                 else:
                     self.motion.feed_hold(now)
         elif c == RT_START:
-            if self.motion.resume(now):
-                pass
+            self.motion.resume(now)
         elif c == RT_JOG_CANCEL:
             if self.jogging:
                 self.motion.jog_cancel(now)
@@ -442,11 +440,7 @@ class GrblFirmware:
             if self.comment == "(":
                 if c == 0x29:
                     self.comment = None
-            elif self.comment == ";":
-                pass
-            elif c <= 0x20:
-                pass
-            elif c == 0x2F:          # '/' block delete: not supported, ignored
+            elif self.comment == ";" or c <= 0x20 or c == 0x2F:   # ; comment, blank, / (ignored)
                 pass
             elif c == 0x28:
                 self.comment = "("
@@ -544,7 +538,9 @@ class GrblFirmware:
     def blocked(self) -> bool:
         if self.critical:
             return False
-        return self.job is not None or (self.motion.busy() and self.motion.hold != "held")
+        # a line waiting on a known virtual time, or motion running (not held): at max
+        # speed the clock may jump; a line waiting behind a hold waits for the host's '~'
+        return self.wake is not None or (self.motion.busy() and self.motion.hold != "held")
 
     def next_deadline(self) -> float | None:
         if self.critical:

@@ -53,7 +53,7 @@ class Segment:
 
 
 class Block:
-    __slots__ = ("start", "end", "length", "vmax", "accel", "seg", "done", "jog", "line")
+    __slots__ = ("accel", "done", "end", "jog", "length", "line", "seg", "start", "vmax")
 
     def __init__(self, start, end, vmax, accel, length=None, jog=False, line=None):
         self.start, self.end = list(start), list(end)

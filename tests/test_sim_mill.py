@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
+from sim_helpers import REPO, Sim
 
 from firmware_sim.grbl import WELCOME
-from sim_helpers import REPO, Sim
 
 STATUS = re.compile(
     r"^<(Idle|Run|Hold:[01]|Jog|Alarm|Door:[0-3]|Check|Home|Sleep)"
