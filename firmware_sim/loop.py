@@ -13,6 +13,8 @@ discard_requested / link_drop_requested with link_lost().
 
 from __future__ import annotations
 
+import signal
+
 MIN_SLEEP = 0.001     # real s; physics catches up exactly, so waking later is harmless
 MAX_SLEEP = 0.2       # real s; bounds how long a signal (reset, stop) waits to be seen
 
@@ -44,3 +46,21 @@ def run(firmware, port, clock, should_stop) -> None:
             firmware.receive(data)
         elif clock.is_max and blocked and deadline is not None:
             clock.jump_to(deadline)
+
+
+def run_until_signalled(firmware, port, clock, reset) -> None:
+    """Serve until SIGINT or SIGTERM; SIGUSR1 calls ``reset`` (the board's reset button).
+
+    The handlers only record the signal; the loop acts on it between two iterations.
+    """
+    signals = []
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, lambda signum, frame: signals.append(signum))
+
+    def should_stop():
+        if signal.SIGUSR1 in signals:
+            signals.remove(signal.SIGUSR1)
+            reset()
+        return bool(signals)
+
+    run(firmware, port, clock, should_stop)

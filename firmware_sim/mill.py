@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 
@@ -126,19 +125,8 @@ def main(argv=None) -> int:
         port = PtyPort(_announce, args.link)
     _announce(port.address)
     firmware = GrblFirmware(clock, settings, faults, exec_log, spinup=args.spinup)
-    signals = []
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, lambda signum, frame: signals.append(signum))
-
-    def should_stop():
-        if signal.SIGUSR1 in signals:
-            signals.remove(signal.SIGUSR1)
-            firmware.soft_reset()
-        return bool(signals)
-
     try:
-        loop.run(firmware, port, clock, should_stop)
+        loop.run_until_signalled(firmware, port, clock, firmware.soft_reset)
     finally:
         port.close()
         if exec_log is not None:

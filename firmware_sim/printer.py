@@ -7,7 +7,6 @@ protocol) from the command line and runs the event loop until SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from . import loop
@@ -205,18 +204,8 @@ def main(argv=None) -> int:
     firmware = MarlinFirmware(clock, thermal, Planner(motion_config(args)), faults, exec_log,
                               advanced_ok=args.advanced_ok, busy_interval=args.busy_interval,
                               reply_noise=ReplyNoise(args.seed, args.reply_noise))
-    signals = []   # handlers only record; the loop acts between two iterations
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, lambda signum, frame: signals.append(signum))
-
-    def should_stop():
-        if signal.SIGUSR1 in signals:
-            signals.remove(signal.SIGUSR1)
-            firmware.reset()
-        return bool(signals)
-
     try:
-        loop.run(firmware, port, clock, should_stop)
+        loop.run_until_signalled(firmware, port, clock, firmware.reset)
     finally:
         port.close()
         if exec_log is not None:
