@@ -14,10 +14,8 @@ import tempfile
 
 from . import loop
 from .clock import VirtualClock
-from .faults import LineFaults
 from .grbl import GrblFirmware, Settings
-from .marlin import ExecLog
-from .printer import TimedExecLog, _announce, _host_port, _rate, _speed
+from .sim_cli import host_port, open_link, rate, speed
 
 EPILOG = """\
 The first line on stdout is where to connect: a pty path such as /dev/pts/5,
@@ -64,13 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "planner timed on a virtual clock, with seeded fault injection.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     link = p.add_argument_group("connection")
-    link.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
+    link.add_argument("--tcp", metavar="HOST:PORT", type=host_port,
                       help="serve TCP instead of a pty (port 0 picks a free one); prints "
                            "socket://HOST:PORT. One client at a time")
     link.add_argument("--link", metavar="PATH",
                       help="keep a symlink PATH -> current pty slave (removed on exit)")
     sim = p.add_argument_group("simulation")
-    sim.add_argument("--speed", type=_speed, default=1.0, metavar="FACTOR|max",
+    sim.add_argument("--speed", type=speed, default=1.0, metavar="FACTOR|max",
                      help="virtual seconds per real second (default 1). 'max' never "
                           "waits: virtual time jumps to the end of a move, dwell or "
                           "homing whenever the host is quiet")
@@ -92,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "rx_overflows, rx_overflow_bytes, ...) to FILE as JSON")
     faults = p.add_argument_group("fault injection (seeded)")
     faults.add_argument("--seed", type=int, default=0, help="fault seed (default 0)")
-    faults.add_argument("--corrupt-rate", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--corrupt-rate", type=rate, default=0.0, metavar="P",
                         help="probability that a received line has one bit flipped")
-    faults.add_argument("--drop-rate", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--drop-rate", type=rate, default=0.0, metavar="P",
                         help="probability that a received line vanishes (no reply)")
     faults.add_argument("--disconnect-after", type=int, metavar="N",
                         help="pull the cable once, right after the Nth received line")
-    faults.add_argument("--disconnect-rate", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--disconnect-rate", type=rate, default=0.0, metavar="P",
                         help="probability per received line that the cable is pulled")
     return p
 
@@ -112,18 +110,7 @@ def main(argv=None) -> int:
         temp_settings = settings_path = os.path.join(
             tempfile.gettempdir(), f"ismctl-mill-{os.getpid()}.settings.json")
     settings = Settings(settings_path)
-    faults = LineFaults(args.seed, args.corrupt_rate, args.drop_rate,
-                        args.disconnect_rate, args.disconnect_after)
-    exec_log = None
-    if args.exec_log:
-        exec_log = TimedExecLog(args.exec_log, clock) if args.exec_log_times else ExecLog(args.exec_log)
-    if args.tcp:
-        from .serial_port import TcpPort
-        port = TcpPort(_announce, *args.tcp)
-    else:
-        from .serial_port import PtyPort
-        port = PtyPort(_announce, args.link)
-    _announce(port.address)
+    faults, exec_log, port = open_link(args, clock)
     firmware = GrblFirmware(clock, settings, faults, exec_log, spinup=args.spinup)
     try:
         loop.run_until_signalled(firmware, port, clock, firmware.soft_reset)

@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from . import loop
-from .clock import VirtualClock, parse_speed
-from .faults import LineFaults, ReplyNoise, ThermalFault
-from .marlin import ExecLog, MarlinFirmware
+from .clock import VirtualClock
+from .faults import ReplyNoise, ThermalFault
+from .marlin import MarlinFirmware
 from .motion import MotionConfig, Planner
-from .serial_port import PtyPort, TcpPort
+from .sim_cli import host_port, open_link, rate, speed
 from .thermal import ThermalManager
 
 EPILOG = """\
@@ -57,30 +57,9 @@ def _positive(text: str) -> float:
     return value
 
 
-def _host_port(text: str) -> tuple:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 127.0.0.1:0")
-    return host or "127.0.0.1", int(port)
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("a probability within 0..1")
-    return value
-
-
 def _thermal_fault(text: str) -> ThermalFault:
     try:
         return ThermalFault.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _speed(text: str) -> float:
-    try:
-        return parse_speed(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -94,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "fault injection.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     link = p.add_argument_group("connection")
-    link.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
+    link.add_argument("--tcp", metavar="HOST:PORT", type=host_port,
                       help="serve TCP instead of a pty (port 0 picks a free one); prints "
                            "socket://HOST:PORT. One client at a time; the firmware keeps "
                            "running across clients and does not print 'start' again")
@@ -104,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--advanced-ok", action="store_true",
                       help="answer 'ok N<line> P<planner free> B<queue free>' (ADVANCED_OK)")
     sim = p.add_argument_group("simulation")
-    sim.add_argument("--speed", type=_speed, default=1.0, metavar="FACTOR|max",
+    sim.add_argument("--speed", type=speed, default=1.0, metavar="FACTOR|max",
                      help="virtual seconds per real second (default 1). 'max' never "
                           "waits: virtual time jumps to the next event whenever the "
                           "firmware waits on itself, and stands still while it waits "
@@ -134,18 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "which the command started executing, e.g. '12.500000 G1 X5'")
     faults = p.add_argument_group("fault injection (seeded)")
     faults.add_argument("--seed", type=int, default=0, help="fault seed (default 0)")
-    faults.add_argument("--corrupt-rate", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--corrupt-rate", type=rate, default=0.0, metavar="P",
                         help="probability that a received line has one bit flipped "
                              "before the checksum is verified")
-    faults.add_argument("--drop-rate", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--drop-rate", type=rate, default=0.0, metavar="P",
                         help="probability that a received line vanishes (no reply)")
-    faults.add_argument("--reply-noise", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--reply-noise", type=rate, default=0.0, metavar="P",
                         help="probability that a line the firmware sends has one bit of "
                              "one byte flipped on the way to the host (an ok, a Resend: "
                              "number, a temperature report...)")
     faults.add_argument("--disconnect-after", type=int, metavar="N",
                         help="pull the cable once, right after the Nth received line")
-    faults.add_argument("--disconnect-rate", type=_rate, default=0.0, metavar="P",
+    faults.add_argument("--disconnect-rate", type=rate, default=0.0, metavar="P",
                         help="probability per received line that the cable is pulled "
                              "after it. The firmware keeps its state; a new pty is "
                              "created and its path printed (TCP: the client is closed)")
@@ -157,30 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _announce(text: str) -> None:
-    try:
-        print(text, flush=True)
-    except (BrokenPipeError, ValueError):
-        pass
-
-
 def motion_config(args: argparse.Namespace) -> MotionConfig:
     """The planner's limits: MotionConfig's defaults, overridden by the motion options."""
     names = ("max_feedrate", "max_accel", "accel", "retract_accel", "travel_accel",
              "junction_deviation")
     return MotionConfig(**{name: getattr(args, name) for name in names
                            if getattr(args, name) is not None})
-
-
-class TimedExecLog(ExecLog):
-    """Exec log whose lines start with the virtual time the command started at."""
-
-    def __init__(self, path: str, clock: VirtualClock):
-        super().__init__(path)
-        self.clock = clock
-
-    def write(self, text: str) -> None:
-        super().write(f"{self.clock.now():.6f} {text}")
 
 
 def main(argv=None) -> int:
@@ -191,16 +152,7 @@ def main(argv=None) -> int:
     thermal = ThermalManager(ambient=args.ambient)
     for fault in args.thermal_fault:
         thermal.schedule_fault(fault.at, fault.heater, fault.kind)
-    faults = LineFaults(args.seed, args.corrupt_rate, args.drop_rate,
-                        args.disconnect_rate, args.disconnect_after)
-    exec_log = None
-    if args.exec_log:
-        exec_log = TimedExecLog(args.exec_log, clock) if args.exec_log_times else ExecLog(args.exec_log)
-    if args.tcp:
-        port = TcpPort(_announce, *args.tcp)
-    else:
-        port = PtyPort(_announce, args.link)
-    _announce(port.address)
+    faults, exec_log, port = open_link(args, clock)
     firmware = MarlinFirmware(clock, thermal, Planner(motion_config(args)), faults, exec_log,
                               advanced_ok=args.advanced_ok, busy_interval=args.busy_interval,
                               reply_noise=ReplyNoise(args.seed, args.reply_noise))
