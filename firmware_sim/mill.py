@@ -15,7 +15,7 @@ import tempfile
 from . import loop
 from .clock import VirtualClock
 from .grbl import GrblFirmware, Settings
-from .sim_cli import host_port, open_link, rate, speed
+from .sim_cli import add_link_options, open_link
 
 EPILOG = """\
 The first line on stdout is where to connect: a pty path such as /dev/pts/5,
@@ -61,17 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "status reports byte for byte, a 128-byte RX buffer and a 16-slot "
                     "planner timed on a virtual clock, with seeded fault injection.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    link = p.add_argument_group("connection")
-    link.add_argument("--tcp", metavar="HOST:PORT", type=host_port,
-                      help="serve TCP instead of a pty (port 0 picks a free one); prints "
-                           "socket://HOST:PORT. One client at a time")
-    link.add_argument("--link", metavar="PATH",
-                      help="keep a symlink PATH -> current pty slave (removed on exit)")
-    sim = p.add_argument_group("simulation")
-    sim.add_argument("--speed", type=speed, default=1.0, metavar="FACTOR|max",
-                     help="virtual seconds per real second (default 1). 'max' never "
-                          "waits: virtual time jumps to the end of a move, dwell or "
-                          "homing whenever the host is quiet")
+    link, sim, faults = add_link_options(p)
     sim.add_argument("--settings", metavar="FILE",
                      help="the EEPROM: $N settings, G54-G59, G28/G30 and $N lines are "
                           "read from and written to FILE (JSON), so they survive a "
@@ -79,25 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--spinup", type=_nonnegative, default=0.0, metavar="SEC",
                      help="virtual seconds M3/M4 waits for the spindle to reach speed "
                           "before its ok (default 0, as grbl)")
-    sim.add_argument("--exec-log", metavar="FILE",
-                     help="append every executed G-code block (as received, without the "
-                          "line end) to FILE; $ commands and check-mode blocks are not "
-                          "logged")
-    sim.add_argument("--exec-log-times", action="store_true",
-                     help="start each exec-log line with the virtual time of its ok")
     sim.add_argument("--stats", metavar="FILE",
                      help="on exit write the counters (lines, ok, errors, alarms, "
                           "rx_overflows, rx_overflow_bytes, ...) to FILE as JSON")
-    faults = p.add_argument_group("fault injection (seeded)")
-    faults.add_argument("--seed", type=int, default=0, help="fault seed (default 0)")
-    faults.add_argument("--corrupt-rate", type=rate, default=0.0, metavar="P",
-                        help="probability that a received line has one bit flipped")
-    faults.add_argument("--drop-rate", type=rate, default=0.0, metavar="P",
-                        help="probability that a received line vanishes (no reply)")
-    faults.add_argument("--disconnect-after", type=int, metavar="N",
-                        help="pull the cable once, right after the Nth received line")
-    faults.add_argument("--disconnect-rate", type=rate, default=0.0, metavar="P",
-                        help="probability per received line that the cable is pulled")
     return p
 
 

@@ -14,7 +14,7 @@ from .clock import VirtualClock
 from .faults import ReplyNoise, ThermalFault
 from .marlin import MarlinFirmware
 from .motion import MotionConfig, Planner
-from .sim_cli import host_port, open_link, rate, speed
+from .sim_cli import add_link_options, open_link, rate
 from .thermal import ThermalManager
 
 EPILOG = """\
@@ -72,22 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "protection, trapezoidal motion, all on a virtual clock, with seeded "
                     "fault injection.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    link = p.add_argument_group("connection")
-    link.add_argument("--tcp", metavar="HOST:PORT", type=host_port,
-                      help="serve TCP instead of a pty (port 0 picks a free one); prints "
-                           "socket://HOST:PORT. One client at a time; the firmware keeps "
-                           "running across clients and does not print 'start' again")
-    link.add_argument("--link", metavar="PATH",
-                      help="keep a symlink PATH -> current pty slave (replaced atomically "
-                           "when the pty is re-created, removed on exit)")
+    link, sim, faults = add_link_options(p)
     link.add_argument("--advanced-ok", action="store_true",
                       help="answer 'ok N<line> P<planner free> B<queue free>' (ADVANCED_OK)")
-    sim = p.add_argument_group("simulation")
-    sim.add_argument("--speed", type=speed, default=1.0, metavar="FACTOR|max",
-                     help="virtual seconds per real second (default 1). 'max' never "
-                          "waits: virtual time jumps to the next event whenever the "
-                          "firmware waits on itself, and stands still while it waits "
-                          "for the host")
     sim.add_argument("--busy-interval", type=float, default=2.0, metavar="SEC",
                      help="'echo:busy: processing' interval during long commands, "
                           "virtual seconds (default 2, 0 disables; M113 S changes it)")
@@ -105,29 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="travel acceleration for moves without E, M204 T (default 3000)")
     sim.add_argument("--junction-deviation", type=_positive, metavar="MM",
                      help="junction deviation mm, M205 J (default 0.013)")
-    sim.add_argument("--exec-log", metavar="FILE",
-                     help="append every executed command (without N and checksum) to "
-                          "FILE, one write per line")
-    sim.add_argument("--exec-log-times", action="store_true",
-                     help="start each exec-log line with the virtual time in seconds at "
-                          "which the command started executing, e.g. '12.500000 G1 X5'")
-    faults = p.add_argument_group("fault injection (seeded)")
-    faults.add_argument("--seed", type=int, default=0, help="fault seed (default 0)")
-    faults.add_argument("--corrupt-rate", type=rate, default=0.0, metavar="P",
-                        help="probability that a received line has one bit flipped "
-                             "before the checksum is verified")
-    faults.add_argument("--drop-rate", type=rate, default=0.0, metavar="P",
-                        help="probability that a received line vanishes (no reply)")
     faults.add_argument("--reply-noise", type=rate, default=0.0, metavar="P",
                         help="probability that a line the firmware sends has one bit of "
                              "one byte flipped on the way to the host (an ok, a Resend: "
                              "number, a temperature report...)")
-    faults.add_argument("--disconnect-after", type=int, metavar="N",
-                        help="pull the cable once, right after the Nth received line")
-    faults.add_argument("--disconnect-rate", type=rate, default=0.0, metavar="P",
-                        help="probability per received line that the cable is pulled "
-                             "after it. The firmware keeps its state; a new pty is "
-                             "created and its path printed (TCP: the client is closed)")
     faults.add_argument("--thermal-fault", type=_thermal_fault, action="append", default=[],
                         metavar="AT[:hotend|bed[:heater|sensor]]",
                         help="at virtual second AT the heater stops heating (default; "
