@@ -19,6 +19,12 @@ import numpy as np
 
 from . import config as cellconfig
 from . import slice_cmd
+
+# Modules that bring commands of their own: each has add_parsers(sub), COMMANDS
+# {name: function} and LOCAL_COMMANDS, the ones that need no cell (the bus is not
+# even imported for them, and they exit without the interpreter's teardown).
+COMMAND_MODULES = (slice_cmd,)
+LOCAL_COMMANDS = frozenset(name for module in COMMAND_MODULES for name in module.LOCAL_COMMANDS)
 from .plan.model import MESH_SUFFIXES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -75,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("job", type=int)
     sub.add_parser("estop", parents=[common], help="emergency stop every device; latched until reset")
     sub.add_parser("reset", parents=[common], help="clear an e-stop or fault once every device is safe")
-    slice_cmd.add_parsers(sub)
+    for module in COMMAND_MODULES:
+        module.add_parsers(sub)
     return parser
 
 
@@ -238,15 +245,15 @@ COMMANDS = {
     "cancel": _simple("cancel", True),
     "estop": cmd_estop,
     "reset": cmd_reset,
-    "slice": slice_cmd.cmd_slice,
-    "preview": slice_cmd.cmd_preview,
 }
+for _module in COMMAND_MODULES:
+    COMMANDS.update(_module.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in slice_cmd.PLANNING_COMMANDS:  # no cell involved: the bus is not even imported
+        if args.command in LOCAL_COMMANDS:  # no cell involved: the bus is not even imported
             return COMMANDS[args.command](args)
         return _cell_command(args)
     except cellconfig.ConfigError as exc:
@@ -272,13 +279,13 @@ def _cell_command(args) -> int:
 def run() -> None:
     """The `ismctl` program: main(), then exit.
 
-    After a planning command the interpreter's teardown (unloading Numba's LLVM
+    After a local command (planning, verifying) the interpreter's teardown (unloading Numba's LLVM
     code) takes about 0.4 s and has nothing left to do: the output is written and
     closed.  So those exit at once, with the streams flushed.
     """
     argv = sys.argv[1:]
     code = main(argv)
-    if argv and argv[0] in slice_cmd.PLANNING_COMMANDS:
+    if argv and argv[0] in LOCAL_COMMANDS:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -18,7 +18,7 @@ from .plan.fdm_settings import PATTERNS, SliceSettings
 from .plan.model import MESH_SUFFIXES, PlanError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-PLANNING_COMMANDS = ("slice", "preview")
+LOCAL_COMMANDS = ("slice", "preview")
 
 SLICE_EPILOG = """\
 examples:
@@ -249,3 +249,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", type=int, default=1000, help="image width and height in pixels (default 1000)")
     p.add_argument("--no-travels", action="store_true", help="leave travel moves out")
     add_slicing_options(p)
+
+
+COMMANDS = {"slice": cmd_slice, "preview": cmd_preview}
