@@ -15,7 +15,10 @@ from .plan.fdm_settings import SliceSettings
 from .plan.model import PlanError
 from .plan.motion_limits import MotionLimits, MotionLimitsError
 
-DEVICE_CLASSES = ("printer",)
+DEVICE_CLASSES = ("printer", "mill")
+DEFAULT_BAUD = {"printer": 250000, "mill": 115200}  # Marlin boards' usual rate; grbl 1.1's fixed one
+BUNDLED_TOOLING = Path(__file__).parent / "data" / "tooling.toml"
+DEFAULT_MATERIAL = "PLA"
 DEFAULT_CONFIG_NAME = "demo-cell.toml"
 
 
@@ -40,9 +43,13 @@ class DeviceConfig:
     device_class: str
     port: str  # a pyserial URL, or "sim" for the bundled simulator
     baud: int = 250000
-    window: int = 4
+    window: int = 4  # printer: Marlin lines in flight
     sim: SimulatorConfig | None = None
-    motion: MotionLimits = MotionLimits()  # machine limits: the simulator runs with them, planners time moves by them
+    motion: MotionLimits = MotionLimits()  # printer: the simulator runs with them, planners time moves by them
+    rx_buffer: int = 128  # mill: bytes grbl's serial RX buffer holds (character counting stays below it)
+    tool: str = ""  # mill: the tool in the spindle, a name in the tooling table ("" = none declared)
+    tooling: Path | None = None  # mill: the tool/material table (TOML)
+    material: str = ""  # mill: the stock material, a name in the tooling table
 
     @property
     def simulated(self) -> bool:
@@ -144,34 +151,84 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> CellConfig:
     devices_section = top.sub("devices")
     devices = {}
     for dev_name in devices_section.table:
-        dev = devices_section.sub(dev_name)
-        device_class = dev.get("class", str, required=True, check=lambda c: c in DEVICE_CLASSES, problem=f"must be one of {', '.join(DEVICE_CLASSES)}")
-        port = dev.get("port", str, required=True, check=bool, problem="must name a serial URL or 'sim'")
-        baud = dev.get("baud", int, 250000, check=lambda b: b > 0, problem="must be a positive baud rate")
-        window = dev.get("window", int, 4, check=lambda w: 1 <= w <= 64, problem="must be between 1 and 64 lines in flight")
-        sim = None
-        if port == "sim":
-            s = dev.sub("sim")
-            speed = s.get("speed", (int, float, str), 1)
-            if speed != "max" and (isinstance(speed, str) or not (0 < speed <= 1e6)):
-                raise ConfigError(path, s.key("speed"), f"must be a positive number or \"max\", got {speed!r}")
-            rate_ok = lambda r: 0.0 <= r < 1.0  # noqa: E731
-            sim = SimulatorConfig(
-                speed=str(speed),
-                seed=s.get("seed", int, 0),
-                corrupt_rate=s.get("corrupt_rate", float, 0.0, check=rate_ok, problem="must be a probability in [0, 1)"),
-                drop_rate=s.get("drop_rate", float, 0.0, check=rate_ok, problem="must be a probability in [0, 1)"),
-                extra_args=tuple(s.get("extra_args", list, [], check=lambda a: all(isinstance(x, str) for x in a), problem="must be a list of strings")),
-            )
-            s.done()
-        elif "sim" in dev.table:
-            raise ConfigError(path, dev.key("sim"), "only applies when port = \"sim\"")
-        motion = _motion_limits(path, dev.sub("motion"))
-        dev.done()
-        devices[dev_name] = DeviceConfig(dev_name, device_class, port, baud, window, sim, motion)
+        devices[dev_name] = _device(path, dev_name, devices_section.sub(dev_name))
     slicing = _slicing(path, top.sub("slicing"))
     top.done()
     return CellConfig(path, name, state_dir, clients, drivers, events, heartbeat_s, devices, slicing)
+
+
+def _device(path: Path, name: str, dev: _Section) -> DeviceConfig:
+    """``[devices.<name>]``: the keys every device has, then its class's own (others' are refused)."""
+    device_class = dev.get("class", str, required=True, check=lambda c: c in DEVICE_CLASSES, problem=f"must be one of {', '.join(DEVICE_CLASSES)}")
+    port = dev.get("port", str, required=True, check=bool, problem="must name a serial URL or 'sim'")
+    baud = dev.get("baud", int, DEFAULT_BAUD[device_class], check=lambda b: b > 0, problem="must be a positive baud rate")
+    sim = None
+    if port == "sim":
+        sim = _simulator(path, dev.sub("sim"))
+    elif "sim" in dev.table:
+        raise ConfigError(path, dev.key("sim"), "only applies when port = \"sim\"")
+    if device_class == "printer":
+        _refuse(path, dev, ("rx_buffer", "tool", "tooling", "material"), "a printer")
+        window = dev.get("window", int, 4, check=lambda w: 1 <= w <= 64, problem="must be between 1 and 64 lines in flight")
+        motion = _motion_limits(path, dev.sub("motion"))
+        dev.done()
+        return DeviceConfig(name, device_class, port, baud, window, sim, motion)
+    _refuse(path, dev, ("window", "motion"), "a mill (its limits are its grbl $ settings; it streams by character counting)")
+    rx_buffer = dev.get("rx_buffer", int, 128, check=lambda b: 16 <= b <= 65536, problem="must be between 16 and 65536 bytes")
+    tooling = _tooling_path(path, dev)
+    tool = dev.get("tool", str, "")
+    material = dev.get("material", str, DEFAULT_MATERIAL, check=bool, problem="must name a material")
+    _check_tooling_names(path, dev, tooling, tool, material)
+    dev.done()
+    return DeviceConfig(name, device_class, port, baud, sim=sim, rx_buffer=rx_buffer, tool=tool, tooling=tooling, material=material)
+
+
+def _refuse(path: Path, dev: _Section, keys, what: str) -> None:
+    for key in keys:
+        if key in dev.table:
+            raise ConfigError(path, dev.key(key), f"does not apply to {what}")
+
+
+def _simulator(path: Path, s: _Section) -> SimulatorConfig:
+    """``[devices.<name>.sim]``: how the bundled simulator runs (speed, seeded line faults, extra options)."""
+    speed = s.get("speed", (int, float, str), 1)
+    if speed != "max" and (isinstance(speed, str) or not (0 < speed <= 1e6)):
+        raise ConfigError(path, s.key("speed"), f"must be a positive number or \"max\", got {speed!r}")
+    rate_ok = lambda r: 0.0 <= r < 1.0  # noqa: E731
+    sim = SimulatorConfig(
+        speed=str(speed),
+        seed=s.get("seed", int, 0),
+        corrupt_rate=s.get("corrupt_rate", float, 0.0, check=rate_ok, problem="must be a probability in [0, 1)"),
+        drop_rate=s.get("drop_rate", float, 0.0, check=rate_ok, problem="must be a probability in [0, 1)"),
+        extra_args=tuple(s.get("extra_args", list, [], check=lambda a: all(isinstance(x, str) for x in a), problem="must be a list of strings")),
+    )
+    s.done()
+    return sim
+
+
+def _tooling_path(path: Path, dev: _Section) -> Path:
+    """``tooling``: relative to the config file; the bundled table when not given."""
+    given = dev.get("tooling", str, check=bool, problem="must name a TOML file")
+    if given is None:
+        return BUNDLED_TOOLING
+    tooling = (path.parent / given).resolve()
+    if not tooling.is_file():
+        raise ConfigError(path, dev.key("tooling"), f"no such file: {tooling}")
+    return tooling
+
+
+def _check_tooling_names(path: Path, dev: _Section, tooling: Path, tool: str, material: str) -> None:
+    """The tool and material must be in the table: a typo is found at load, not in the middle of CAM."""
+    try:
+        table = tomllib.loads(tooling.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, dev.key("tooling"), f"cannot read {tooling}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, dev.key("tooling"), f"{tooling} is not valid TOML: {exc}") from None
+    for key, value, section in (("tool", tool, "tools"), ("material", material, "materials")):
+        known = table.get(section, {})
+        if value and value not in known:
+            raise ConfigError(path, dev.key(key), f"{value!r} is not in {tooling} (known: {', '.join(sorted(known)) or 'none'})")
 
 
 def _slicing(path: Path, section: _Section) -> SliceSettings:

@@ -32,7 +32,10 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
 class Cell:
     """A running `ismctl serve` with a client; restartable, so tests can kill it."""
 
-    def __init__(self, tmp_path: Path, speed="max", corrupt_rate=0.0, drop_rate=0.0, seed=7, heartbeat_s=0.2, extra_sim_args=(), port="sim"):
+    def __init__(self, tmp_path: Path, speed="max", corrupt_rate=0.0, drop_rate=0.0, seed=7, heartbeat_s=0.2, extra_sim_args=(), port="sim",
+                 mill=False, mill_speed="max", mill_sim_args=()):
+        """``mill=True`` adds a simulated grbl mill named "mill" (speed ``mill_speed``, its
+        simulator's own options in ``mill_sim_args``, e.g. ``("--settings", path)``)."""
         self.state_dir = tmp_path / "state"
         self.config_path = tmp_path / "cell.toml"
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,18 @@ extra_args = [{extra}]
                 if port == "sim"
                 else ""
             )
+            + (
+                f"""[devices.mill]
+class = "mill"
+port = "sim"
+[devices.mill.sim]
+speed = {json.dumps(mill_speed)}
+seed = {seed}
+extra_args = [{", ".join(json.dumps(a) for a in mill_sim_args)}]
+"""
+                if mill
+                else ""
+            )
         )
         self.config = cellconfig.load(self.config_path, state_dir=self.state_dir)
         self.serve: subprocess.Popen | None = None
@@ -66,6 +81,10 @@ extra_args = [{extra}]
     @property
     def exec_log(self) -> Path:
         return self.state_dir / "printer.exec.log"
+
+    @property
+    def mill_exec_log(self) -> Path:
+        return self.state_dir / "mill.exec.log"
 
     def start(self) -> "Cell":
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -86,8 +105,8 @@ extra_args = [{extra}]
     def device_state(self, name="printer") -> str:
         return self.call("status")["devices"][name]["state"]
 
-    def wait_idle(self, timeout_s=30.0) -> None:
-        wait_for(lambda: self.device_state() == "idle", timeout_s, "the printer to be idle")
+    def wait_idle(self, timeout_s=30.0, name="printer") -> None:
+        wait_for(lambda: self.device_state(name) == "idle", timeout_s, f"the {name} to be idle")
 
     def job(self, job_id: int) -> dict:
         return self.call("job", job=job_id)["job"]
@@ -99,8 +118,9 @@ extra_args = [{extra}]
         out = subprocess.run(["pgrep", "-f", prefix], capture_output=True, text=True).stdout.split()
         return [int(p) for p in out if int(p) != os.getpid()]
 
-    def driver_pid(self) -> int:
-        return wait_for(lambda: [p for p in self.child_pids(f"drivers.printer --name printer --port {self.state_dir}")], 10, "the driver process")[0]
+    def driver_pid(self, name="printer") -> int:
+        device_class = self.config.devices[name].device_class
+        return wait_for(lambda: [p for p in self.child_pids(f"drivers.{device_class} --name {name} --port {self.state_dir}")], 10, f"the {name}'s driver process")[0]
 
     def kill_serve(self, sig=signal.SIGKILL) -> None:
         self.serve.send_signal(sig)

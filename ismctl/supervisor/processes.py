@@ -55,7 +55,8 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _motion_args(device: DeviceConfig) -> list[str]:
-    """The simulator options that give it the device's machine limits exactly (its clock and the estimates agree)."""
+    """The printer simulator's options that give it the device's machine limits exactly (its clock and
+    the estimates agree).  A mill's limits are its grbl ``$`` settings, kept by the mill itself."""
     m = device.motion
     return [
         "--max-feedrate", ",".join(map(repr, m.max_feedrate)),
@@ -117,7 +118,7 @@ class ProcessManager:
             "--corrupt-rate", str(sim.corrupt_rate),
             "--drop-rate", str(sim.drop_rate),
             "--exec-log", str(self.exec_log(device)),
-            *_motion_args(device),
+            *(_motion_args(device) if device.device_class == "printer" else ()),
             *sim.extra_args,
         ]  # fmt: skip
 
@@ -128,7 +129,7 @@ class ProcessManager:
             "--name", device.name,
             "--port", port,
             "--baud", str(device.baud),
-            "--window", str(device.window),
+            *(("--window", str(device.window)) if device.device_class == "printer" else ("--rx-buffer", str(device.rx_buffer))),
             "--supervisor", self.config.drivers,
             "--heartbeat", str(self.config.heartbeat_s),
             "--log-file", str(self.config.state_dir / f"driver-{device.name}.log"),
