@@ -56,6 +56,17 @@ class DeviceConfig:
         return self.sim is not None
 
 
+HANDOFF_MODES = ("operator", "auto")
+
+
+@dataclass(frozen=True)
+class HandoffConfig:
+    """``[handoff]``: how a job graph moves a part between devices (docs/jobs.md)."""
+
+    mode: str = "operator"  # "operator": wait for `ismctl confirm`; "auto": a simulated transfer
+    transfer_s: float = 5.0  # how long an automatic transfer takes
+
+
 @dataclass(frozen=True)
 class CellConfig:
     path: Path
@@ -67,6 +78,7 @@ class CellConfig:
     heartbeat_s: float
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
     slicing: SliceSettings = SliceSettings()  # the profile meshes submitted to this cell are sliced with
+    handoff: HandoffConfig = HandoffConfig()
 
     @property
     def db_path(self) -> Path:
@@ -153,8 +165,16 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> CellConfig:
     for dev_name in devices_section.table:
         devices[dev_name] = _device(path, dev_name, devices_section.sub(dev_name))
     slicing = _slicing(path, top.sub("slicing"))
+    handoff = _handoff(top.sub("handoff"))
     top.done()
-    return CellConfig(path, name, state_dir, clients, drivers, events, heartbeat_s, devices, slicing)
+    return CellConfig(path, name, state_dir, clients, drivers, events, heartbeat_s, devices, slicing, handoff)
+
+
+def _handoff(section: _Section) -> HandoffConfig:
+    mode = section.get("mode", str, "operator", check=lambda m: m in HANDOFF_MODES, problem=f"must be one of {', '.join(HANDOFF_MODES)}")
+    transfer_s = section.get("transfer_s", float, 5.0, check=lambda s: 0 <= s <= 3600, problem="must be between 0 and 3600 seconds")
+    section.done()
+    return HandoffConfig(mode, transfer_s)
 
 
 def _device(path: Path, name: str, dev: _Section) -> DeviceConfig:
