@@ -60,7 +60,7 @@ class Program:
         the op-by-op search runs only to name a bad one."""
         try:
             text = "\n".join(self.commands)
-            ok = all(self.commands) and text.count("\n") == len(self.commands) - 1 and "\r" not in text
+            ok = all(self.commands) and text.count("\n") == max(len(self.commands) - 1, 0) and "\r" not in text
         except TypeError:  # a command that is not text
             ok = False
         if not ok:
