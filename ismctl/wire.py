@@ -43,6 +43,8 @@ MESSAGE_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ping": {},
     "submit": {"name": str, "gcode": str},
     "submit_mesh": {"name": str},  # + one uint8 array: the mesh file's bytes (STL, OBJ or 3MF, told by name)
+    "submit_graph": {"name": str, "steps": list},  # + one uint8 array per mesh a step names; steps checked by the supervisor
+    "confirm": {"job": int},  # an operator hand-off of a job graph is done
     "status": {},
     "jobs": {},
     "job": {"job": int},

@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import zmq
 
 from .. import bus, gcode, wire
 from ..config import CellConfig, DeviceConfig
-from ..machines import CELL, DEVICE, Refused, StateModel
+from ..machines import CELL, DEVICE, TERMINAL_JOB_STATES, Refused, StateModel
 from ..plan.model import MESH_SUFFIXES
 from ..wire import Message, MessageFactory, Result
+from . import planners
+from .graphs import Graph, GraphBook, GraphError, StepSpec, read_steps
 from .jobs import Job, JobBook
 from .store import Store
 
@@ -30,6 +33,7 @@ AUTO_RESUME_CAUSES = frozenset({"driver-lost", "link-lost"})
 PLANNING_REPLY_S = 600.0  # a submit is answered once its program is planned, or after this
 CHUNK_OPS = 100_000  # ops per job_start / job_chunk message: about 4 MB for G-code
 SAFE_DEVICE_STATES = frozenset({"disconnected", "connecting", "idle", "paused"})
+ACTIVE_STATES = frozenset({"ready", "running", "paused", "interrupted", "transferring", "waiting"})  # listed by `status`
 
 
 @dataclass
@@ -66,7 +70,7 @@ class Supervisor:
         self.factory = MessageFactory("supervisor")
         self.counters = bus.Counters()
         self.store = Store(config.db_path)
-        self.book = JobBook(self.store, slicer=self._slice, motion_for=lambda device: config.devices[device].motion if device in config.devices else None)
+        self.book = JobBook(self.store, parser_for=self._parser_for)
         self.cell = StateModel(CELL)
         self.cell.interlock("reset", self._devices_not_safe)
         self.devices = {name: DeviceLink(dev) for name, dev in config.devices.items()}
@@ -78,12 +82,15 @@ class Supervisor:
         self.client_replies = bus.ReplyCache()
         self.driver_heartbeats = bus.Heartbeats(config.heartbeat_s)
         self.deferred: list[Deferred] = []
+        self.graphs = GraphBook(self.store, self.book, self.publish)
         self.estop_started: float | None = None
         self._next_heartbeat = 0.0
         self.client_handlers = {
             "ping": self.on_ping,
             "submit": self.on_submit,
             "submit_mesh": self.on_submit_mesh,
+            "submit_graph": self.on_submit_graph,
+            "confirm": self.on_confirm,
             "status": self.on_status,
             "jobs": self.on_jobs,
             "job": self.on_job,
@@ -108,6 +115,7 @@ class Supervisor:
         gcode.parse("G1 X1 F600", name="warm-up")
         for job in self.book.load():
             log.warning("job %d is interrupted: the supervisor stopped while it ran (resume with `ismctl resume %d`)", job.id, job.id)
+        self.graphs.load()
         self.cell.trigger_or_refuse("online")
 
     # ------------------------------------------------------------------ loop
@@ -143,6 +151,7 @@ class Supervisor:
     def tick(self, now: float) -> None:
         for job in self.book.poll_planning():
             self.publish("job.state", job=job.id, state=job.state, reason=job.record.reason)
+        self.graphs.tick(now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_s
             for link in self.devices.values():
@@ -205,14 +214,16 @@ class Supervisor:
     def on_ping(self, identity, msg):
         return self.factory.reply(msg, Result.OK, pong=time.time())
 
-    def _device_for(self, requested: str | None) -> DeviceLink | str:
-        if requested:
-            return self.devices.get(requested) or f"unknown device {requested!r} (this cell has: {', '.join(self.devices) or 'none'})"
-        printers = [d for d in self.devices.values() if d.config.device_class == "printer"]
-        return printers[0] if printers else "this cell has no printer"
+    def _parser_for(self, device: str):
+        """The dialect a job for ``device`` is parsed in (a device gone from the config: a printer's)."""
+        config = self.config.devices.get(device)
+        return planners.parser(config.device_class, config.motion) if config else planners.parser(planners.DEFAULT_CLASS)
+
+    def _device_classes(self) -> dict[str, str]:
+        return {name: link.config.device_class for name, link in self.devices.items()}
 
     def on_submit(self, identity, msg):
-        return self._submit(identity, msg, source=msg.body["gcode"])
+        return self._submit(identity, msg, lambda device: msg.body["gcode"])
 
     def on_submit_mesh(self, identity, msg):
         name = msg.body["name"]
@@ -220,7 +231,8 @@ class Supervisor:
             return self.factory.reply(msg, Result.VALIDATION_ERROR, "submit_mesh carries the mesh file as one uint8 array")
         if not name.lower().endswith(MESH_SUFFIXES):
             return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{name}: not a mesh file name (want {', '.join(MESH_SUFFIXES)})")
-        return self._submit(identity, msg, mesh=msg.arrays[0].tobytes())
+        mesh = msg.arrays[0].tobytes()
+        return self._submit(identity, msg, lambda device: partial(self._slice, name, mesh, device), sliced=True)
 
     def _slice(self, name: str, mesh: bytes, device: str) -> str:
         """Runs on the planner thread: the cell's [slicing] profile, the device's motion limits."""
@@ -228,15 +240,22 @@ class Supervisor:
 
         return fdm.slice_file(name, self.config.slicing, data=mesh, limits=self.config.devices[device].motion).gcode
 
-    def _submit(self, identity, msg, source: str | None = None, mesh: bytes | None = None):
-        device = self._device_for(msg.body.get("device"))
-        if isinstance(device, str):
-            return self.factory.reply(msg, Result.VALIDATION_ERROR, device)
-        if device.config.device_class != "printer" and mesh is not None:
-            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{device.config.name} is a {device.config.device_class}; meshes are sliced for printers")
-        if self.cell.state == "estopped":
-            return self.factory.reply(msg, Result.BUSY, "the cell is e-stopped; `ismctl reset` first")
-        job = self.book.submit(msg.body["name"], device.config.name, source=source, mesh=mesh)
+    def _busy_reason(self) -> str:
+        return "the cell is e-stopped; `ismctl reset` first" if self.cell.state == "estopped" else ""
+
+    def _submit(self, identity, msg, source_for, sliced: bool = False):
+        """A job of one program; ``source_for(device)`` gives its G-code or a function that makes it."""
+        name = msg.body["name"]
+        try:
+            device = planners.pick_device(self._device_classes(), msg.body.get("device"), name)
+        except planners.NoDevice as exc:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, str(exc))
+        device_class = self.config.devices[device].device_class
+        if sliced and device_class != planners.SLICED_CLASS:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{device} is a {device_class}; meshes are sliced for a {planners.SLICED_CLASS}")
+        if self._busy_reason():
+            return self.factory.reply(msg, Result.BUSY, self._busy_reason())
+        job = self.book.submit(name, device, source_for(device))
         self.publish("job.state", job=job.id, state=job.state)
 
         def planned():  # the reply waits for planning, which runs off this loop
@@ -246,7 +265,7 @@ class Supervisor:
                 result = Result.VALIDATION_ERROR if job.error is not None else Result.EXECUTION_ERROR
                 line = getattr(job.error, "line", None)
                 return self.factory.reply(msg, result, f"{msg.body['name']}: {job.record.reason}", job=job.id, line=line)
-            return self.factory.reply(msg, Result.OK, job=job.id, n_ops=len(job.program), estimated_s=job.program.estimated_s, device=device.config.name)
+            return self.factory.reply(msg, Result.OK, job=job.id, n_ops=len(job.program), estimated_s=job.program.estimated_s, device=device)
 
         def timeout():
             return self.factory.reply(msg, Result.EXECUTION_ERROR, "planning is taking too long; the job stays queued", job=job.id)
@@ -259,53 +278,79 @@ class Supervisor:
             "cell": self.config.name,
             "state": self.cell.state,
             "devices": {name: link.summary() for name, link in self.devices.items()},
-            "active_jobs": [j.summary() for j in self.book.jobs.values() if j.state in ("ready", "running", "paused", "interrupted")],
+            "active_jobs": [self._summary(j) for j in self._all_jobs() if j.state in ACTIVE_STATES],
             "counters": dict(self.counters),
         }
 
     def on_status(self, identity, msg):
         return self.factory.reply(msg, Result.OK, **self.status())
 
-    def on_jobs(self, identity, msg):
-        return self.factory.reply(msg, Result.OK, jobs=[j.summary() for j in self.book.jobs.values()])
+    def _all_jobs(self) -> list[Job | Graph]:
+        return sorted([*self.book.jobs.values(), *self.graphs.graphs.values()], key=lambda j: j.id)
 
-    def _job(self, msg) -> Job | str:
+    def _summary(self, job: Job | Graph) -> dict:
+        """A job's summary; a graph's lists its steps, a graph step's job names its graph."""
+        if isinstance(job, Graph):
+            return self.graphs.summary(job)
+        out = job.summary()
+        if job.id in self.graphs.step_of:
+            out["graph"], out["step"] = self.graphs.step_of[job.id]
+        return out
+
+    def on_jobs(self, identity, msg):
+        return self.factory.reply(msg, Result.OK, jobs=[self._summary(j) for j in self._all_jobs()])
+
+    def _job(self, msg) -> Job | Graph | str:
         job_id = msg.body.get("job")
         if job_id is None:
             return "name a job"
-        job = self.book.jobs.get(job_id) if isinstance(job_id, int) else None
-        return job or f"no job {job_id!r}"
+        found = None
+        if isinstance(job_id, int) and not isinstance(job_id, bool):
+            found = self.book.jobs.get(job_id) or self.graphs.get(job_id)
+        return found or f"no job {job_id!r}"
 
     def on_job(self, identity, msg):
         job = self._job(msg)
         if isinstance(job, str):
             return self.factory.reply(msg, Result.VALIDATION_ERROR, job)
-        return self.factory.reply(msg, Result.OK, job=job.summary(), events=self.store.events(job.id))
+        return self.factory.reply(msg, Result.OK, job=self._summary(job), events=self.store.events(job.id))
 
     def _jobs_named_or_all(self, msg, states) -> list[Job] | str:
-        if msg.body.get("job") is not None:
-            job = self._job(msg)
-            return job if isinstance(job, str) else [job]
-        return [j for j in self.book.jobs.values() if j.state in states]
+        """The job named (a graph: the job of its current step), or every job in ``states``."""
+        if msg.body.get("job") is None:
+            return [j for j in self.book.jobs.values() if j.state in states]
+        job = self._job(msg)
+        if isinstance(job, Graph):
+            step_job = self.graphs.current_job(job)
+            if job.state == "waiting":
+                return f"job graph {job.id} is {job.record.reason} (`ismctl confirm {job.id}`)"
+            if step_job is None or job.state in TERMINAL_JOB_STATES:
+                return f"job graph {job.id} is {job.state}: no step job to act on"
+            return [step_job]
+        return job if isinstance(job, str) else [job]
 
     def on_pause(self, identity, msg):
+        named = self._job(msg) if msg.body.get("job") is not None else None
+        if isinstance(named, Graph) and named.state == "transferring":
+            self.graphs.stop_transfers("operator pause", {named.id})
+            return self.factory.reply(msg, Result.OK, jobs=[named.id])
         jobs = self._jobs_named_or_all(msg, ("running",))
         if isinstance(jobs, str):
             return self.factory.reply(msg, Result.VALIDATION_ERROR, jobs)
-        if not jobs:
+        transfers = self.graphs.stop_transfers("operator pause") if named is None else []
+        if not jobs and not transfers:
             return self.factory.reply(msg, Result.VALIDATION_ERROR, "no running job to pause")
         for job in jobs:
             try:
                 self._pause_job(job, "operator")
             except Refused as exc:
                 return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id}: {exc}")
-        return self.factory.reply(msg, Result.OK, jobs=[j.id for j in jobs])
+        return self.factory.reply(msg, Result.OK, jobs=[j.id for j in jobs + transfers])
 
     def _pause_job(self, job: Job, cause: str, tell_driver: bool = True) -> None:
         self.book.transition(job, "pause", f"paused by {cause}", paused_by=cause)
-        link = self.devices[job.record.device]
-        if tell_driver and link.identity is not None:
-            self.drivers.send(link.identity, self.factory.make("job_pause", {"job": job.id}))
+        if tell_driver:
+            self._tell_driver(job, "job_pause")
         if cause == "operator" and self.cell.state == "busy":
             self.cell.trigger_or_refuse("pause")
         self.publish("job.state", job=job.id, state=job.state, reason=job.record.reason)
@@ -338,16 +383,75 @@ class Supervisor:
         job = self._job(msg)
         if isinstance(job, str):
             return self.factory.reply(msg, Result.VALIDATION_ERROR, job)
-        try:
-            self.book.transition(job, "cancel", "cancelled by operator")
-        except Refused as exc:
-            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id}: {exc}")
-        link = self.devices[job.record.device]
-        if link.identity is not None:
-            self.drivers.send(link.identity, self.factory.make("job_cancel", {"job": job.id}))
-        self.publish("job.state", job=job.id, state=job.state)
+        if isinstance(job, Graph):
+            if not job.machine.can("cancel"):
+                return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job graph {job.id} is {job.state}; nothing to cancel")
+            for step_job, was in self.graphs.cancel(job, "cancelled by operator"):
+                if was in ("running", "paused"):
+                    self._tell_driver(step_job, "job_cancel")
+        else:
+            try:
+                self.book.transition(job, "cancel", "cancelled by operator")
+            except Refused as exc:
+                return self.factory.reply(msg, Result.VALIDATION_ERROR, f"job {job.id}: {exc}")
+            self._tell_driver(job, "job_cancel")
+            self.publish("job.state", job=job.id, state=job.state)
         self._settle_cell()
         return self.factory.reply(msg, Result.OK, job=job.id)
+
+    def _tell_driver(self, job: Job, t: str) -> None:
+        link = self.devices.get(job.record.device)
+        if link is not None and link.identity is not None:
+            self.drivers.send(link.identity, self.factory.make(t, {"job": job.id}))
+
+    def on_submit_graph(self, identity, msg):
+        name = msg.body["name"]
+        try:
+            specs = read_steps(msg.body["steps"], msg.arrays, self._device_classes(), self.config.handoff.mode, self.config.handoff.transfer_s)
+        except GraphError as exc:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{name}: {exc}")
+        if self._busy_reason():
+            return self.factory.reply(msg, Result.BUSY, self._busy_reason())
+        graph = self.graphs.submit(name, specs, self._step_source)
+        self.publish("job.state", job=graph.id, state=graph.state)
+
+        def planned():  # every step's program planned (and stored), or one failed
+            if graph.state == "planning":
+                return None
+            if graph.state in ("failed", "cancelled"):
+                bad = next((j for j in map(self.book.jobs.get, self.graphs.step_jobs(graph)) if j.error is not None), None)
+                line = getattr(bad.error, "line", None) if bad else None
+                step = self.graphs.step_of[bad.id][1] if bad else None
+                return self.factory.reply(msg, Result.VALIDATION_ERROR, f"{name}: {graph.record.reason}", job=graph.id, step=step, line=line)
+            return self.factory.reply(msg, Result.OK, job=graph.id, steps=self.graphs.summary(graph)["steps"])
+
+        def timeout():
+            return self.factory.reply(msg, Result.EXECUTION_ERROR, "planning is taking too long; the job graph stays queued", job=graph.id)
+
+        self.deferred.append(Deferred(identity, msg, time.monotonic() + PLANNING_REPLY_S, planned, timeout))
+        return None
+
+    def _step_source(self, spec: StepSpec):
+        """A graph step's G-code, or the function that plans it on the planner thread."""
+        if spec.gcode is not None:
+            return spec.gcode
+        if spec.cam is not None:
+            return partial(self._cam, spec.label, spec.mesh, spec.cam, spec.device)
+        return partial(self._slice, spec.label, spec.mesh, spec.device)
+
+    def on_confirm(self, identity, msg):
+        target = self._job(msg)
+        if isinstance(target, Job):
+            graph_id = self.graphs.step_of.get(target.id, (None,))[0]
+            target = self.graphs.get(graph_id) if graph_id is not None else f"job {target.id} is not part of a job graph; there is no hand-off to confirm"
+        if isinstance(target, str):
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, target)
+        if self.cell.state in ("estopped", "faulted"):
+            return self.factory.reply(msg, Result.BUSY, f"the cell is {self.cell.state}; `ismctl reset` first, then confirm the hand-off")
+        refusal = self.graphs.confirm(target, time.monotonic())
+        if refusal:
+            return self.factory.reply(msg, Result.VALIDATION_ERROR, refusal)
+        return self.factory.reply(msg, Result.OK, job=target.id, state=target.state, step=self.graphs.summary(target)["step"])
 
     def on_estop(self, identity, msg):
         # Drivers first: nothing (persistence, replies) happens before every device has been told.
@@ -361,6 +465,7 @@ class Supervisor:
             if job.state in ("running", "paused"):
                 self.book.transition(job, "interrupt", "e-stop")
                 self.publish("job.state", job=job.id, state=job.state, reason="e-stop")
+        self.graphs.stop_transfers("e-stop")
         self.publish("cell.state", state=self.cell.state)
         return self.factory.reply(msg, Result.OK, devices=[n for n, d in self.devices.items() if d.identity is not None])
 

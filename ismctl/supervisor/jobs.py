@@ -6,11 +6,11 @@ import logging
 import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
-from .. import gcode
 from ..machines import JOB, StateModel
-from ..plan.model import PlanError
 from ..program import Program
+from .planners import INPUT_ERRORS
 from .store import JobRecord, Store
 
 log = logging.getLogger("ismctl.supervisor.jobs")
@@ -23,7 +23,8 @@ class Job:
     program: Program | None = None
     progress: dict = field(default_factory=dict)
     auto_resume: bool = False
-    error: gcode.GcodeError | PlanError | None = None  # why planning failed
+    hold: bool = False  # planning ends held: a graph step that waits for the steps before it
+    error: Exception | None = None  # why planning failed: one of INPUT_ERRORS, naming the bad input
 
     @property
     def id(self) -> int:
@@ -46,10 +47,9 @@ class Job:
 class JobBook:
     """Owns job state: every transition is persisted before it is published or acknowledged."""
 
-    def __init__(self, store: Store, slicer=None, motion_for=None):
+    def __init__(self, store: Store, parser_for: Callable[[str], Callable[[str, str], Program]]):
         self.store = store
-        self.slicer = slicer  # (name, mesh bytes, device) -> G-code text; the cell's profile and the device's limits
-        self.motion_for = motion_for or (lambda device: None)  # device -> MotionLimits that time its programs
+        self.parser_for = parser_for  # device -> (text, name) -> Program: the device class's dialect and limits
         self.jobs: dict[int, Job] = {}
         self.planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
         self.planning: dict[int, Future] = {}
@@ -60,10 +60,10 @@ class JobBook:
         for record in self.store.jobs():
             job = Job(record, StateModel(JOB, initial=record.state))
             self.jobs[record.id] = job
-            if job.state in ("running", "paused", "planning"):
-                self.transition(job, "interrupt" if job.state != "planning" else "fail", "supervisor stopped while the job was " + job.state)
+            if job.state in ("running", "paused", "planning", "queued"):
+                self.transition(job, "interrupt" if job.state in ("running", "paused") else "fail", "supervisor stopped while the job was " + job.state)
                 interrupted.append(job)
-            if job.state in ("ready", "interrupted"):
+            if job.state in ("ready", "held", "interrupted"):
                 self._plan(job, self.store.source(job.id), save=False)  # loaded again for a later start or resume
         return interrupted
 
@@ -71,28 +71,35 @@ class JobBook:
         """The job's planned program, or None while it is still being planned or loaded."""
         return job.program
 
-    def submit(self, name: str, device: str, source: str | None = None, mesh: bytes | None = None) -> Job:
-        """Persist a new job and start planning it; :meth:`poll_planning` reports how that ends.
+    def submit(self, name: str, device: str, source: str | Callable[[], str]) -> Job:
+        """Persist a new job and start planning it; :meth:`poll_planning` reports how that ends."""
+        return self.plan(self.store.add_job(name, device, 0, "queued"), source)
 
-        A job is G-code ``source``, or a ``mesh`` file that is sliced first; the
-        G-code it becomes is what is stored, so a reload never slices again.
+    def plan(self, job_id: int, source: str | Callable[[], str], hold: bool = False) -> Job:
+        """Start planning the stored, queued job ``job_id``.
+
+        ``source`` is the G-code, or a function that makes it on the planner thread
+        (slicing a mesh, CAM); the G-code it becomes is what is stored, so a reload
+        never slices again.  A ``hold`` job ends planning ``held`` instead of ``ready``
+        (a later step of a job graph).
         """
-        record_id = self.store.add_job(name, device, 0, "queued")
-        job = Job(self.store.job(record_id), StateModel(JOB))
+        job = Job(self.store.job(job_id), StateModel(JOB), hold=hold)
         self.jobs[job.id] = job
         self.transition(job, "plan")
-        self._plan(job, source, save=True, mesh=mesh)
+        self._plan(job, source, save=True)
         return job
 
-    def _plan(self, job: Job, source: str | None, save: bool, mesh: bytes | None = None) -> None:
+    def _plan(self, job: Job, source: str | Callable[[], str], save: bool) -> None:
         # Slicing, storing and parsing a long program take seconds: never on the supervisor's
         # loop, which must keep answering heartbeats and e-stops meanwhile.  The
         # submit is answered after all of them, so the job is durable before it is acknowledged.
+        parse = self.parser_for(job.record.device)
+
         def store_and_parse() -> Program:
-            text = source if mesh is None else self.slicer(job.record.name, mesh, job.record.device)
+            text = source() if callable(source) else source
             if save:
                 self.store.save_source(job.id, text)
-            return gcode.parse(text, name=job.record.name, limits=self.motion_for(job.record.device))
+            return parse(text, job.record.name)
 
         self.planning[job.id] = self.planner.submit(store_and_parse)
 
@@ -106,21 +113,20 @@ class JobBook:
             job = self.jobs[job_id]
             try:
                 job.program = future.result()
-            except (gcode.GcodeError, PlanError) as exc:
-                job.error = exc
-                self.transition(job, "fail", str(exc))
-                changed.append(job)
-                continue
-            except Exception as exc:  # storing failed (disk full, ...): the job fails, the supervisor stays up
-                log.exception("job %d: planning failed", job.id)
-                if job.machine.can("fail"):
-                    self.transition(job, "fail", f"could not store or plan the program: {exc}")
+            except Exception as exc:  # bad input, or storing failed (disk full, ...): the job fails, the supervisor stays up
+                if isinstance(exc, INPUT_ERRORS):
+                    job.error, reason = exc, str(exc)
+                else:
+                    log.exception("job %d: planning failed", job.id)
+                    reason = f"could not store or plan the program: {exc}"
+                if job.machine.can("fail"):  # not when it was cancelled meanwhile
+                    self.transition(job, "fail", reason)
                     changed.append(job)
                 continue
             if job.state == "planning":
                 self.store.update(job.id, n_ops=len(job.program))
                 job.record.n_ops = len(job.program)
-                self.transition(job, "planned")
+                self.transition(job, "hold" if job.hold else "planned")
                 changed.append(job)
         return changed
 

@@ -1,4 +1,5 @@
-"""Durable supervisor state in SQLite (WAL): jobs, their append-only events, the command audit log.
+"""Durable supervisor state in SQLite (WAL): jobs, job graphs and their steps, the jobs'
+append-only events, the command audit log.
 
 Every write commits before the caller acknowledges anything to a peer, so a
 job that a client saw accepted survives a crash of the supervisor.
@@ -24,7 +25,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     n_ops        INTEGER NOT NULL,
     confirmed_op INTEGER NOT NULL DEFAULT -1,
     line_base    INTEGER NOT NULL DEFAULT 0,
-    paused_by    TEXT NOT NULL DEFAULT ''
+    paused_by    TEXT NOT NULL DEFAULT '',
+    kind         TEXT NOT NULL DEFAULT 'job'  -- 'job' (one program on one device) or 'graph' (ordered steps)
+);
+-- The ordered steps of a job graph: a device step runs its own job (job_id), a
+-- hand-off step keeps its state here.
+CREATE TABLE IF NOT EXISTS graph_steps (
+    graph_id   INTEGER NOT NULL REFERENCES jobs(id),
+    idx        INTEGER NOT NULL,
+    kind       TEXT NOT NULL,               -- 'device' or 'handoff'
+    label      TEXT NOT NULL,
+    device     TEXT NOT NULL DEFAULT '',
+    job_id     INTEGER REFERENCES jobs(id),
+    mode       TEXT NOT NULL DEFAULT '',    -- hand-off: 'operator' or 'auto'
+    transfer_s REAL NOT NULL DEFAULT 0,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    reason     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (graph_id, idx)
 );
 -- Apart from jobs, so that progress and state updates never rewrite a large program.
 CREATE TABLE IF NOT EXISTS job_sources (
@@ -50,7 +67,10 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events(job_id, seq);
 """
 
-JOB_COLUMNS = ("id", "name", "device", "state", "reason", "created", "updated", "n_ops", "confirmed_op", "line_base", "paused_by")
+JOB_COLUMNS = ("id", "name", "device", "state", "reason", "created", "updated", "n_ops", "confirmed_op", "line_base", "paused_by", "kind")
+STEP_COLUMNS = ("graph_id", "idx", "kind", "label", "device", "job_id", "mode", "transfer_s", "state", "reason")
+# Columns added after a release: a database written by an older supervisor gets them on open.
+MIGRATIONS = {("jobs", "kind"): "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'job'"}
 
 
 @dataclass
@@ -66,9 +86,26 @@ class JobRecord:
     confirmed_op: int
     line_base: int
     paused_by: str
+    kind: str = "job"
 
     def summary(self) -> dict:
         return {k: getattr(self, k) for k in JOB_COLUMNS}
+
+
+@dataclass
+class StepRecord:
+    """One step of a job graph as stored; a device step's progress is its job's."""
+
+    graph_id: int
+    idx: int
+    kind: str
+    label: str
+    device: str
+    job_id: int | None
+    mode: str
+    transfer_s: float
+    state: str
+    reason: str
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -84,23 +121,57 @@ class Store:
         self.path = path
         self.db = _connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self._migrate()
         self.db.executescript(SCHEMA)
         self._audit_rows: list[tuple] = []
+
+    def _migrate(self) -> None:
+        for (table, column), statement in MIGRATIONS.items():
+            columns = [row[1] for row in self.db.execute(f"PRAGMA table_info({table})")]
+            if columns and column not in columns:
+                self.db.execute(statement)
 
     def close(self) -> None:
         self.flush_audit()
         self.db.close()
 
     def add_job(self, name: str, device: str, n_ops: int, state: str, reason: str = "") -> int:
-        now = time.time()
         with self.db:
-            cur = self.db.execute(
-                "INSERT INTO jobs (name, device, state, reason, created, updated, n_ops) VALUES (?,?,?,?,?,?,?)",
-                (name, device, state, reason, now, now, n_ops),
-            )
-            job_id = cur.lastrowid
-            self._event(job_id, "created", {"state": state, "reason": reason, "n_ops": n_ops})
-        return job_id
+            return self._add_job(name, device, n_ops, state, reason)
+
+    def _add_job(self, name: str, device: str, n_ops: int, state: str, reason: str = "", kind: str = "job") -> int:
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO jobs (name, device, state, reason, created, updated, n_ops, kind) VALUES (?,?,?,?,?,?,?,?)",
+            (name, device, state, reason, now, now, n_ops, kind),
+        )
+        self._event(cur.lastrowid, "created", {"state": state, "reason": reason, "n_ops": n_ops})
+        return cur.lastrowid
+
+    def add_graph(self, name: str, state: str, steps: list[dict]) -> int:
+        """Insert a graph, its steps and a queued job per device step in one transaction.
+
+        ``steps``: dicts of StepRecord fields (without graph_id, idx, job_id).
+        """
+        with self.db:
+            graph_id = self._add_job(name, "", 0, state, kind="graph")
+            for idx, step in enumerate(steps):
+                job_id = self._add_job(step["label"], step["device"], 0, "queued") if step["kind"] == "device" else None
+                self.db.execute(
+                    "INSERT INTO graph_steps (graph_id, idx, kind, label, device, job_id, mode, transfer_s) VALUES (?,?,?,?,?,?,?,?)",
+                    (graph_id, idx, step["kind"], step["label"], step["device"], job_id, step.get("mode", ""), step.get("transfer_s", 0.0)),
+                )
+        return graph_id
+
+    def steps(self, graph_id: int) -> list[StepRecord]:
+        rows = self.db.execute(f"SELECT {', '.join(STEP_COLUMNS)} FROM graph_steps WHERE graph_id=? ORDER BY idx", (graph_id,))
+        return [StepRecord(*row) for row in rows]
+
+    def set_step(self, graph_id: int, idx: int, state: str, reason: str = "") -> None:
+        """A hand-off step's state; the graph's event log records the change."""
+        with self.db:
+            self.db.execute("UPDATE graph_steps SET state=?, reason=? WHERE graph_id=? AND idx=?", (state, reason, graph_id, idx))
+            self._event(graph_id, f"step.{state}", {"step": idx, "reason": reason})
 
     def set_state(self, job_id: int, state: str, reason: str = "", **fields) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
@@ -157,8 +228,9 @@ class Store:
         finally:
             db.close()
 
-    def jobs(self) -> list[JobRecord]:
-        return [JobRecord(*row) for row in self.db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id")]
+    def jobs(self, kind: str = "job") -> list[JobRecord]:
+        rows = self.db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE kind=? ORDER BY id", (kind,))
+        return [JobRecord(*row) for row in rows]
 
     def events(self, job_id: int) -> list[dict]:
         rows = self.db.execute("SELECT ts, kind, detail FROM job_events WHERE job_id=? ORDER BY seq", (job_id,))
