@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cellconfig
-from . import slice_cmd
+from . import slice_cmd, verify_cmd
 
 # Modules that bring commands of their own: each has add_parsers(sub), COMMANDS
 # {name: function} and LOCAL_COMMANDS, the ones that need no cell (the bus is not
 # even imported for them, and they exit without the interpreter's teardown).
-COMMAND_MODULES = (slice_cmd,)
+COMMAND_MODULES = (slice_cmd, verify_cmd)
 LOCAL_COMMANDS = frozenset(name for module in COMMAND_MODULES for name in module.LOCAL_COMMANDS)
 from .plan.model import MESH_SUFFIXES
 
@@ -36,6 +36,9 @@ examples:
   ismctl serve --config configs/demo-cell.toml run a cell (Ctrl-C stops it cleanly)
   ismctl submit part.gcode --watch             queue a print and follow it
   ismctl submit part.stl                       the cell slices the mesh with its [slicing] profile
+  ismctl submit bore.nc                        grbl G-code goes to the cell's mill
+  ismctl submit hybrid.toml --watch            a job file: print, hand-off, mill, in order (docs/jobs.md)
+  ismctl confirm 4                             the part is on the mill: release job 4's next step
   ismctl slice part.stl -o part.gcode          slice on this machine (no cell needed)
   ismctl preview part.gcode                    PNG images of the first, middle and last layer
   ismctl status                                cell, devices, temperatures, active jobs
@@ -63,9 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("demo", parents=[common], help="serve the demo cell, print the bundled part, verify it, stop")
     p.add_argument("--keep", action="store_true", help="keep the demo's state directory afterwards")
-    p = sub.add_parser("submit", parents=[common], help="queue a G-code file, or a mesh the cell slices, as a job")
-    p.add_argument("file", type=Path, help="G-code file, or a mesh (STL, OBJ, 3MF) to slice with the cell's [slicing] profile")
-    p.add_argument("--device", help="device name (default: the cell's printer)")
+    p = sub.add_parser("submit", parents=[common], help="queue a G-code file, a mesh the cell slices, or a job file of steps")
+    p.add_argument("file", type=Path, help="G-code file (Marlin .gcode; grbl .nc/.ngc/.tap), a mesh (STL, OBJ, 3MF) to slice "
+                   "with the cell's [slicing] profile, or a job file (.toml) of steps on several devices")
+    p.add_argument("--device", help="device name (default: by file type: the cell's mill for .nc/.ngc/.tap, else its printer)")
     p.add_argument("--name", help="job name (default: the file name)")
     p.add_argument("--watch", action="store_true", help="follow the job until it ends; exit 0 only if it completed")
     sub.add_parser("status", parents=[common], help="cell state, devices and active jobs")
@@ -77,8 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("pause", "pause running jobs (or one)"), ("resume", "resume paused or interrupted jobs (or one)")):
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("job", type=int, nargs="?")
-    p = sub.add_parser("cancel", parents=[common], help="cancel a job")
+    p = sub.add_parser("cancel", parents=[common], help="cancel a job (a job graph: with all its steps)")
     p.add_argument("job", type=int)
+    p = sub.add_parser("confirm", parents=[common], help="confirm an operator hand-off: the part has been moved; the job graph goes on",
+                       description="A job graph waiting at an operator hand-off (`ismctl status` shows 'waiting for operator: move "
+                       "the part from A to B') starts its next step once the operator confirms it.  Refused when the job is not "
+                       "waiting, and while the cell is e-stopped (reset first).",
+                       epilog="example:\n  ismctl confirm 4", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", type=int, help="the job graph (or the job of one of its steps)")
     sub.add_parser("estop", parents=[common], help="emergency stop every device; latched until reset")
     sub.add_parser("reset", parents=[common], help="clear an e-stop or fault once every device is safe")
     for module in COMMAND_MODULES:
@@ -92,24 +102,42 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _print_jobs(jobs: list[dict]) -> None:
+    """One row per job; a job graph shows its step, its steps' jobs are marked with theirs."""
     if not jobs:
         print("no jobs")
         return
-    print(f"{'id':>4}  {'state':<11} {'device':<10} {'progress':>13}  {'name':<28} reason")
+    print(f"{'id':>4}  {'state':<12} {'device':<12} {'progress':>13}  {'name':<28} reason")
     for j in jobs:
-        done = j["confirmed_op"] + 1
-        progress = f"{done}/{j['n_ops']}" if j["n_ops"] else "-"
-        print(f"{j['id']:>4}  {j['state']:<11} {j['device']:<10} {progress:>13}  {j['name'][:28]:<28} {j['reason']}")
+        name = j["name"]
+        if j.get("kind") == "graph":
+            progress = f"step {min(j['step'] + 1, j['n_steps'])}/{j['n_steps']}"
+        else:
+            progress = f"{j['confirmed_op'] + 1}/{j['n_ops']}" if j["n_ops"] else "-"
+            if "graph" in j:
+                name = f"- step {j['step'] + 1}: {name}"
+        print(f"{j['id']:>4}  {j['state']:<12} {j['device']:<12} {progress:>13}  {name[:28]:<28} {j['reason']}")
+
+
+def _print_steps(graph: dict) -> None:
+    print(f"  {'step':<5} {'kind':<9} {'device':<10} {'state':<12} {'done':>6}  what")
+    for step in graph["steps"]:
+        marker = ">" if step["index"] == graph["step"] and graph["state"] not in ("completed", "failed", "cancelled") else " "
+        if step["kind"] == "handoff":
+            kind, done, what = "hand-off", "", f"{step['mode']}" + (f" ({step['transfer_s']:g} s)" if step["mode"] == "auto" else "")
+        else:
+            kind, done, what = "device", f"{step['percent']:.0f}%", f"{step['label']} (job {step['job']})"
+        reason = f": {step['reason']}" if step.get("reason") else ""
+        print(f"{marker} {step['index'] + 1:<5} {kind:<9} {step['device'] or '-':<10} {step['state']:<12} {done:>6}  {what}{reason}")
 
 
 def _print_status(body: dict) -> None:
+    from .watch import telemetry_text
+
     print(f"cell {body['cell']}: {body['state']}")
     for name, dev in body["devices"].items():
-        temps = ""
-        if "hotend" in dev:
-            temps = "  hotend {:.1f}/{:.0f} °C  bed {:.1f}/{:.0f} °C".format(*dev["hotend"], *dev.get("bed", (0, 0)))
+        telemetry = telemetry_text(dev)
         reason = f"  ({dev['reason']})" if dev.get("reason") else ""
-        print(f"  {name:<10} {dev['class']:<8} {dev['state']:<12}{temps}{reason}")
+        print(f"  {name:<10} {dev['class']:<8} {dev['state']:<12}{'  ' + telemetry if telemetry else ''}{reason}")
     if body["active_jobs"]:
         print("active jobs:")
         _print_jobs(body["active_jobs"])
@@ -140,6 +168,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    if args.file.suffix.lower() == ".toml":
+        return _submit_job_file(args)
     is_mesh = args.file.suffix.lower() in MESH_SUFFIXES
     try:
         content = args.file.read_bytes() if is_mesh else args.file.read_text()
@@ -158,12 +188,48 @@ def cmd_submit(args) -> int:
         reply = client.call("submit_mesh", arrays=[np.frombuffer(content, dtype=np.uint8)], **body)
     else:
         reply = client.call("submit", gcode=content, **body)
-    _show(args, reply, lambda r: print(f"job {r['job']} queued on {r['device']}: {r['n_ops']} ops, estimated {_fmt_s(r['estimated_s'])} of printing"))
-    if args.watch:
-        from .watch import watch_jobs
+    _show(args, reply, lambda r: print(f"job {r['job']} queued on {r['device']}: {r['n_ops']} ops, estimated {_fmt_s(r['estimated_s'])} of work"))
+    return _follow(args, client, reply["job"])
 
-        return EXIT_OK if watch_jobs(client, reply["job"]) == "completed" else EXIT_FAILED
-    return EXIT_OK
+
+def _follow(args, client, job: int) -> int:
+    if not args.watch:
+        return EXIT_OK
+    from .watch import watch_jobs
+
+    return EXIT_OK if watch_jobs(client, job) == "completed" else EXIT_FAILED
+
+
+def _submit_job_file(args) -> int:
+    """A job file: its steps' files are read here and travel in one submit_graph message."""
+    from . import jobfile
+    from .client import CommandFailed
+
+    if args.device:
+        print(f"ismctl submit: --device does not apply to a job file; name each step's device in {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        job = jobfile.load(args.file, devices=tuple(_config(args).devices))
+    except jobfile.JobFileError as exc:
+        print(f"ismctl submit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client = _client(args)
+    client.call("ping")
+    client.timeout_s = max(args.timeout, PLANNING_WAIT_S)
+    try:
+        reply = client.call("submit_graph", arrays=job.arrays, name=args.name or job.name, steps=job.steps)
+    except CommandFailed as exc:
+        print(f"ismctl submit: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+    def human(r):
+        print(f"job {r['job']} queued: {len(r['steps'])} steps")
+        for step in r["steps"]:
+            what = f"hand-off ({step['mode']})" if step["kind"] == "handoff" else f"{step['label']} on {step['device']}: {step['n_ops']} ops (job {step['job']})"
+            print(f"  {step['index'] + 1}. {what}")
+
+    _show(args, reply, human)
+    return _follow(args, client, reply["job"])
 
 
 def cmd_status(args) -> int:
@@ -179,6 +245,8 @@ def cmd_jobs(args) -> int:
 def cmd_job(args) -> int:
     def human(body):
         _print_jobs([body["job"]])
+        if body["job"].get("kind") == "graph":
+            _print_steps(body["job"])
         for ev in body["events"]:
             detail = ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("ts", "kind") and v not in ("", None))
             print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ev['ts']))}  {ev['kind']:<12} {detail}")
@@ -202,6 +270,12 @@ def _simple(command: str, with_job: bool):
         return EXIT_OK
 
     return run
+
+
+def cmd_confirm(args) -> int:
+    reply = _client(args).call("confirm", job=args.job)
+    _show(args, reply, lambda r: print(f"job {r['job']}: hand-off confirmed; it is {r['state']} at step {r['step'] + 1}"))
+    return EXIT_OK
 
 
 def cmd_estop(args) -> int:
@@ -243,6 +317,7 @@ COMMANDS = {
     "pause": _simple("pause", True),
     "resume": _simple("resume", True),
     "cancel": _simple("cancel", True),
+    "confirm": cmd_confirm,
     "estop": cmd_estop,
     "reset": cmd_reset,
 }

@@ -1,4 +1,9 @@
-"""Live progress for operators: a progress bar per job plus device telemetry, from the event stream."""
+"""Live progress for operators: a progress bar per job plus device telemetry, from the event stream.
+
+A job graph is followed step by step: its steps' jobs get progress lines
+labelled with the step, and its hand-offs show as state lines (an operator
+hand-off says what to do and how to confirm it).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from .machines import TERMINAL_JOB_STATES
 
 BAR_WIDTH = 24
 POLL_S = 2.0  # events are lossy at connect time; the job's state is re-read this often
+TELEMETRY_UNITS = {"hotend": "°C", "bed": "°C", "chamber": "°C", "feed": "mm/min", "spindle": "rpm"}
+NOT_TELEMETRY = frozenset({"kind", "device", "class", "state", "reason", "connected"})
 
 
 def _bar(fraction: float) -> str:
@@ -22,9 +29,31 @@ def _fmt_left(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def progress_line(job: int, progress: dict, telemetry: dict) -> str:
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def telemetry_text(telemetry: dict) -> str:
+    """Whatever a device reports, by its shape: a pair is current/target (heaters), a triple a position."""
+    parts = []
+    for key, value in telemetry.items():
+        unit = TELEMETRY_UNITS.get(key, "")
+        if key in NOT_TELEMETRY:
+            continue
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value)):
+            parts.append(f"{key} {value[0]:.1f}/{value[1]:.0f}{' ' + unit if unit else ''}")
+        elif isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_number, value)):
+            parts.append(f"{key} {value[0]:.1f},{value[1]:.1f},{value[2]:.2f}")
+        elif _number(value):
+            parts.append(f"{key} {value:g}{' ' + unit if unit else ''}")
+        elif isinstance(value, str) and value:
+            parts.append(f"{key} {value}")
+    return "  ".join(parts)
+
+
+def progress_line(label: str, progress: dict, telemetry: dict) -> str:
     pct = progress.get("percent", 0.0)
-    parts = [f"job {job} [{_bar(pct / 100)}] {pct:5.1f}%"]
+    parts = [f"{label} [{_bar(pct / 100)}] {pct:5.1f}%"]
     if "op" in progress:
         parts.append(f"op {progress['op'] + 1}/{progress['n_ops']}")
     if progress.get("layers"):
@@ -33,17 +62,46 @@ def progress_line(job: int, progress: dict, telemetry: dict) -> str:
         parts.append(f"left {_fmt_left(progress['time_left_s'])}")
     if "pos" in progress:
         parts.append("XYZ {:.1f},{:.1f},{:.2f}".format(*progress["pos"]))
-    if "hotend" in telemetry:
-        parts.append("hotend {:.0f}/{:.0f}°C bed {:.0f}/{:.0f}°C".format(*telemetry["hotend"], *telemetry.get("bed", (0, 0))))
-    return "  ".join(parts)
+    text = telemetry_text({k: v for k, v in telemetry.items() if k not in ("pos", "mpos", "wpos")})
+    return "  ".join(parts + ([text] if text else []))
+
+
+class _Followed:
+    """Which jobs' events a watch shows, their labels and devices; a graph adds its steps' jobs."""
+
+    def __init__(self, job_id: int | None):
+        self.root = job_id
+        self.labels: dict[int, str] = {}
+        self.devices: dict[int, str] = {}
+
+    def update(self, summary: dict) -> None:
+        self.devices[summary["id"]] = summary["device"]
+        for step in summary.get("steps", ()):
+            if "job" in step:
+                self.labels[step["job"]] = f"job {summary['id']} step {step['index'] + 1}/{summary['n_steps']} ({step['label']})"
+                self.devices[step["job"]] = step["device"]
+
+    def shows(self, job: int) -> bool:
+        return self.root is None or job == self.root or job in self.labels
+
+    def label(self, job: int) -> str:
+        return self.labels.get(job, f"job {job}")
+
+
+def _ended(summary: dict) -> bool:
+    """A job ended, or stopped until an operator resumes it (for a graph: its current step)."""
+    if summary["state"] in TERMINAL_JOB_STATES or summary["state"] == "interrupted":
+        return True
+    steps = summary.get("steps", ())
+    return summary.get("step", 0) < len(steps) and steps[summary["step"]]["state"] == "interrupted"
 
 
 def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | None:
-    """Follow events until ``job_id`` ends (or forever when None); return its final state."""
+    """Follow events until ``job_id`` (a job or a job graph) ends, or forever when None; return its final state."""
     interactive = out.isatty()
     events = client.events(("job.", "device.", "cell.", "estop."))
-    progress: dict[int, dict] = {}
-    telemetry: dict = {}
+    followed = _Followed(job_id)
+    telemetry: dict[str, dict] = {}  # by device; "" holds the latest (for a job whose device is not known yet)
     state = None
     last_print = next_poll = 0.0
     try:
@@ -51,30 +109,33 @@ def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | 
             now = time.monotonic()
             if job_id is not None and now >= next_poll:
                 next_poll = now + POLL_S
-                state = client.call("job", job=job_id)["job"]["state"]
-                if state in TERMINAL_JOB_STATES or state == "interrupted":
+                summary = client.call("job", job=job_id)["job"]
+                followed.update(summary)
+                state = summary["state"]
+                if _ended(summary):
                     break
             item = events.next(timeout_s=0.25)
             if item is None:
                 continue
             topic, body = item
             if topic == "job.progress":
-                if job_id is None or body["job"] == job_id:
-                    progress[body["job"]] = body
-                    if interactive or now - last_print > 2.0:
-                        last_print = now
-                        line = progress_line(body["job"], body, telemetry)
-                        out.write(f"\r{line:<120}" if interactive else line + "\n")
-                        out.flush()
+                if followed.shows(body["job"]) and (interactive or now - last_print > 2.0):
+                    last_print = now
+                    device = followed.devices.get(body["job"], "")
+                    line = progress_line(followed.label(body["job"]), body, telemetry.get(device, {}))
+                    out.write(f"\r{line:<120}" if interactive else line + "\n")
+                    out.flush()
             elif topic == "device.telemetry":
-                telemetry = body
+                telemetry[body.get("device", "")] = telemetry[""] = body
             elif topic in ("job.state", "cell.state", "device.state", "estop.confirmed", "device.warning"):
-                if job_id is not None and topic == "job.state" and body.get("job") != job_id:
+                if topic == "job.state" and not followed.shows(body.get("job")):
                     continue
                 what = " ".join(f"{k}={v}" for k, v in body.items() if k != "kind" and v not in ("", None))
                 out.write(("\n" if interactive else "") + f"{topic}: {what}\n")
+                if topic == "job.state" and body.get("state") == "waiting" and body.get("job") == job_id:
+                    out.write(f"  -> when the part is in place: ismctl confirm {job_id}\n")
                 out.flush()
-                if topic == "job.state" and body.get("state") in TERMINAL_JOB_STATES | {"interrupted"}:
+                if topic == "job.state" and body.get("job") == job_id and body.get("state") in TERMINAL_JOB_STATES | {"interrupted"}:
                     state = body["state"]
                     break
     finally:
