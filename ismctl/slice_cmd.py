@@ -120,27 +120,32 @@ class StepBar:
             self.stream.flush()
 
 
-def _numba_target_without_blas_probe() -> None:
-    """Set up Numba's CPU target with scipy's BLAS hidden from it.
+def _quick_numba_start() -> None:
+    """Set up Numba's CPU target for this command's process, without two costs it does not need.
 
     When its target first loads, Numba probes for BLAS by importing
     ``scipy.linalg`` -- 0.3 to 0.5 s where scipy is installed, a third of a small
-    part's run -- and no slicer kernel uses ``np.dot`` or ``np.linalg``.  Only
-    this command's own process does it (a library user may want both).
+    part's run -- and no slicer kernel uses ``np.dot`` or ``np.linalg``: the
+    probe is shown no scipy.  And Numba times every LLVM call with an event
+    (for its compile statistics, which nothing here reads); loading the cached
+    kernels makes about ten thousand such calls, so those callbacks are removed.
+    Only this command's own process does this (a library user may want both).
     """
-    if "scipy.linalg" in sys.modules:
-        return
-    sys.modules["scipy.linalg.cython_blas"] = None  # an import of it fails at once: "no BLAS"
-    try:
-        from numba.core.registry import cpu_target
+    import llvmlite.binding as llvm
+    from numba.core.registry import cpu_target
 
-        cpu_target.target_context.refresh()
-    finally:
-        del sys.modules["scipy.linalg.cython_blas"]
+    if "scipy.linalg" not in sys.modules:
+        sys.modules["scipy.linalg.cython_blas"] = None  # an import of it fails at once: "no BLAS"
+        try:
+            cpu_target.target_context.refresh()
+        finally:
+            del sys.modules["scipy.linalg.cython_blas"]
+    for acquire, release in list(getattr(llvm.ffi.lib._lock, "_cblist", ())):
+        llvm.ffi.unregister_lock_callback(acquire, release)
 
 
 def run_slicer(args, path: Path):
-    _numba_target_without_blas_probe()
+    _quick_numba_start()
     from .plan import fdm
 
     settings, limits = settings_from_args(args)
