@@ -8,18 +8,15 @@ the printer's own computer, connecting to a supervisor elsewhere.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import time
-from pathlib import Path
 
-from ismctl.logs import setup_logging
 from ismctl.program import Program
 
 from .marlin import MarlinStreamer, StreamControl, StreamerClosed
-from .runtime import DriverRuntime, JobOutcome
+from .runtime import DriverRuntime, JobOutcome, driver_arguments, run_driver
 from .transport import open_port
 
 log = logging.getLogger("ismctl.driver.printer")
@@ -129,6 +126,12 @@ class PrinterDevice:
         state = "cancelled" if result.status == "cancelled" else "failed"
         raise JobOutcome(state, result.reason, result.last_op)
 
+    def job_trigger(self, program: Program) -> str:
+        return "run"  # heating shows up later, when the firmware says busy on M109/M190
+
+    def attention(self) -> str:
+        return ""
+
     def pause(self) -> None:
         if self.control is not None:
             self.control.pause()
@@ -145,10 +148,10 @@ class PrinterDevice:
         if self.streamer is not None:
             self.streamer.emergency_stop()
 
-    def safe_hold(self, heaters_off: bool) -> None:
-        """Stop feeding the firmware (lines in flight finish); optionally switch the heaters off."""
+    def safe_hold(self, final: bool) -> None:
+        """Stop feeding the firmware (lines in flight finish); for good (``final``): heaters off too."""
         self.cancel()
-        if heaters_off and self.streamer is not None:
+        if final and self.streamer is not None:
             for cmd in HEATERS_OFF:
                 try:  # wait for each ok: the process may exit right after this
                     self.streamer.query(cmd, timeout=HEATERS_OFF_TIMEOUT_S)
@@ -175,19 +178,10 @@ class PrinterDevice:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m drivers.printer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", required=True, help="device name, as in the cell config")
-    ap.add_argument("--port", required=True, help="pyserial URL: /dev/ttyACM0, socket://host:port, a simulator's pty")
-    ap.add_argument("--baud", type=int, default=250000)
+    ap = driver_arguments("python -m drivers.printer", __doc__, baud=250000)
     ap.add_argument("--window", type=int, default=4, help="lines in flight (Marlin's BUFSIZE is 4)")
-    ap.add_argument("--supervisor", required=True, help="the supervisor's driver endpoint (tcp:// or ipc://)")
-    ap.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval in seconds")
-    ap.add_argument("--log-file", type=Path, help="also log to this file")
-    ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    setup_logging(args.log_file, args.verbose)
-    runtime = DriverRuntime(PrinterDevice(args.port, args.baud, args.window), args.name, args.supervisor, args.heartbeat)
-    return runtime.run()
+    return run_driver(PrinterDevice(args.port, args.baud, args.window), args)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ What is specific to a device class lives behind :class:`Device`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import queue
@@ -19,11 +20,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import zmq
 
 from ismctl import bus, wire
+from ismctl.logs import setup_logging
 from ismctl.machines import DEVICE, Refused, StateModel
 from ismctl.program import Program, ProgramError
 from ismctl.wire import Message, Result
@@ -68,11 +71,22 @@ class Device(Protocol):
         ``resume`` is "" for a fresh start, "auto" when the cell resumes on its own
         (which must stop if the device lost its state), "operator" when a person asked."""
 
+    def job_trigger(self, program: Program) -> str:
+        """The device-machine trigger a job starts with: "run", or "home" for a homing cycle."""
+
+    def attention(self) -> str:
+        """What the operator must do before the device runs a job ("" when nothing), e.g. grbl's
+        "'$H'|'$X' to unlock"; reported as the reason of the idle state."""
+
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def cancel(self) -> None: ...
     def emergency_stop(self) -> None: ...
-    def safe_hold(self, heaters_off: bool) -> None: ...
+    def safe_hold(self, final: bool) -> None:
+        """Stop feeding the device and hold it safe.  ``final``: the driver is stopping for good, so
+        also switch off what must not run unattended (heaters, spindle); otherwise (the supervisor
+        is away) keep what a resume needs."""
+
     def reset(self) -> None: ...
     def close(self) -> None: ...
     def attach(self, runtime: "DriverRuntime") -> None:
@@ -99,7 +113,7 @@ class DriverRuntime:
         self.connected = threading.Event()
         self.reset_requested = threading.Event()
         self.holding = False  # the supervisor is gone: the job is released, not ended
-        self.heaters_off_on_stop = True
+        self.final_stop = True  # False when the supervisor died: hold the job for its resume
         self.replies = bus.ReplyCache(256)
         self.sock = self._connect_socket()
         device.attach(self)
@@ -136,8 +150,8 @@ class DriverRuntime:
     # ---------------------------------------------------------- main thread
     def run(self) -> int:
         def stop(signum, _frame):
-            # SIGHUP: our supervisor died (PR_SET_PDEATHSIG); keep the heaters so the job can resume.
-            self.heaters_off_on_stop = signum != signal.SIGHUP
+            # SIGHUP: our supervisor died (PR_SET_PDEATHSIG); keep what the job needs to resume (heaters).
+            self.final_stop = signum != signal.SIGHUP
             self.stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -167,7 +181,7 @@ class DriverRuntime:
                 if not self.holding:
                     log.warning("supervisor lost: holding the device safe and re-registering")
                     self.holding = True
-                    self.device.safe_hold(heaters_off=False)
+                    self.device.safe_hold(final=False)
                 if now - registered_at > self.heartbeat_s * 2:
                     # A new socket: the old one may queue stale messages for a dead peer.
                     poller.unregister(self.sock)
@@ -181,9 +195,9 @@ class DriverRuntime:
             if now >= next_heartbeat:
                 self._send("heartbeat", {"state": self.machine.state})
                 next_heartbeat = now + self.heartbeat_s
-        log.info("stopping: holding the device safe (heaters %s)", "off" if self.heaters_off_on_stop else "kept for resume")
+        log.info("stopping: holding the device safe (%s)", "for good" if self.final_stop else "kept for resume")
         self.holding = True
-        self.device.safe_hold(heaters_off=self.heaters_off_on_stop)
+        self.device.safe_hold(final=self.final_stop)
         self._send_reports()
         self.device.close()
         self.sock.close(linger=200)
@@ -294,7 +308,7 @@ class DriverRuntime:
                 backoff.reset()
                 self.connected.set()
                 self.reset_requested.clear()
-                self.set_state("connected")
+                self.set_state("connected", self.device.attention())
                 self.report("event", kind="connected", **info)
             try:
                 job = self.jobs.get(timeout=0.1)
@@ -311,7 +325,7 @@ class DriverRuntime:
         self.set_state("reset")
 
     def _run_job(self, job_id: int, program: Program, start_op: int, line_base: int, resume: str) -> None:
-        self.set_state("run")
+        self.set_state(self.device.job_trigger(program))
         state, reason, last_op = "completed", "", start_op - 1
         try:
             last_op = self.device.run_job(program, start_op, line_base, resume, lambda op: self.report("progress", job=job_id, op=op))
@@ -325,8 +339,27 @@ class DriverRuntime:
             return
         self.current_job = None
         if self.machine.state not in ("estop", "fault"):
-            self.set_state("done")
+            self.set_state("done", self.device.attention())
         if self.holding and state == "cancelled":
             log.info("job %d released at op %d while the supervisor is away", job_id, last_op)
             return
         self.report("job_end", job=job_id, state=state, reason=reason, op=last_op)
+
+
+def driver_arguments(prog: str, doc: str, baud: int) -> argparse.ArgumentParser:
+    """The options every driver process takes (its device class adds its own)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True, help="device name, as in the cell config")
+    ap.add_argument("--port", required=True, help="pyserial URL: /dev/ttyACM0, socket://host:port, a simulator's pty")
+    ap.add_argument("--baud", type=int, default=baud, help=f"serial baud rate (default {baud})")
+    ap.add_argument("--supervisor", required=True, help="the supervisor's driver endpoint (tcp:// or ipc://)")
+    ap.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval in seconds")
+    ap.add_argument("--log-file", type=Path, help="also log to this file")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+def run_driver(device: Device, args: argparse.Namespace) -> int:
+    """Log set-up, then the runtime's loop until a signal stops it."""
+    setup_logging(args.log_file, args.verbose)
+    return DriverRuntime(device, args.name, args.supervisor, args.heartbeat).run()

@@ -1,0 +1,192 @@
+"""The grbl mill driver: its config, the character-counting streamer over a real pty to the
+mill simulator (a real subprocess), and jobs through a real supervisor and driver process."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import wait_for
+from sim_helpers import Sim
+
+from drivers.grbl import ALARMS, ERRORS, GrblCommandError, GrblStreamer, check_line, describe_alarm, describe_error, parse_status
+from drivers.transport import open_port
+from ismctl import config as cellconfig
+
+
+def mill_program(n: int) -> list[str]:
+    """``n`` short blocks inside the simulator's travel (0..-200 mm), with feeds and the spindle."""
+    lines = ["G21 G90 G94", "M3 S8000", "G0 Z-5"]
+    for i in range(n - 5):
+        lines.append(f"G1 X-{(i * 7) % 100 + 1}.{i % 10} Y-{(i * 13) % 80 + 1}.5 F{1200 + (i % 5) * 300}")
+    return lines + ["G0 Z-1", "M5"]
+
+
+class MillLink:
+    """The mill simulator as a subprocess and our streamer on its pty."""
+
+    def __init__(self, tmp_path, *sim_args: str):
+        self.exec_log, self.stats = tmp_path / "exec.log", tmp_path / "stats.json"
+        self.sim = Sim("--exec-log", str(self.exec_log), "--stats", str(self.stats), *sim_args, module="firmware_sim.mill", connect=False)
+        self.events: list[tuple[str, dict]] = []
+        self.opened = time.monotonic()
+        self.streamer = GrblStreamer(open_port(self.sim.address, 115200), on_event=lambda kind, data: self.events.append((kind, data)))
+        self.streamer.soft_reset()
+
+    def finish(self) -> dict:
+        """Close the streamer, stop the simulator; its counters and our connection time in seconds."""
+        self.streamer.close()
+        elapsed = time.monotonic() - self.opened
+        self.sim.stop()
+        return {**json.loads(self.stats.read_text())["counters"], "elapsed_s": elapsed}
+
+
+@pytest.fixture
+def mill_link(tmp_path):
+    link = MillLink(tmp_path, "--speed", "max")
+    yield link
+    link.streamer.close()
+    link.sim.stop()
+
+
+# ---------------------------------------------------------------- config
+def _cell_toml(tmp_path, device: str) -> cellconfig.CellConfig:
+    path = tmp_path / "cell.toml"
+    path.write_text(f'[cell]\nname = "t"\n{device}')
+    return cellconfig.load(path, state_dir=tmp_path / "state")
+
+
+def test_mill_config_keys_and_defaults(tmp_path):
+    (tmp_path / "tools.toml").write_text('[tools.v-60]\nshape = "v"\n[materials.oak]\ndensity = 0.7\n')
+    dev = _cell_toml(tmp_path, '[devices.m]\nclass = "mill"\nport = "sim"\ntool = "v-60"\ntooling = "tools.toml"\nmaterial = "oak"\n').devices["m"]
+    assert (dev.device_class, dev.baud, dev.rx_buffer, dev.tool, dev.material) == ("mill", 115200, 128, "v-60", "oak")
+    assert dev.tooling == (tmp_path / "tools.toml").resolve() and dev.simulated
+    bundled = _cell_toml(tmp_path, '[devices.m]\nclass = "mill"\nport = "/dev/ttyUSB0"\n').devices["m"]
+    assert bundled.tooling == cellconfig.BUNDLED_TOOLING and bundled.material == "PLA" and bundled.tool == ""
+
+
+@pytest.mark.parametrize("device, key, problem", [
+    ('[devices.p]\nclass = "printer"\nport = "sim"\ntool = "flat-6"\n', "devices.p.tool", "does not apply to a printer"),
+    ('[devices.m]\nclass = "mill"\nport = "sim"\nwindow = 4\n', "devices.m.window", "does not apply to a mill"),
+    ('[devices.m]\nclass = "mill"\nport = "sim"\n[devices.m.motion]\naccel = 5.0\n', "devices.m.motion", "its grbl $ settings"),
+    ('[devices.m]\nclass = "mill"\nport = "sim"\ntool = "flat-66"\n', "devices.m.tool", "'flat-66' is not in"),
+    ('[devices.m]\nclass = "mill"\nport = "sim"\nmaterial = "unobtainium"\n', "devices.m.material", "known: "),
+    ('[devices.m]\nclass = "mill"\nport = "sim"\ntooling = "nowhere.toml"\n', "devices.m.tooling", "no such file"),
+    ('[devices.m]\nclass = "mill"\nport = "sim"\nrx_buffer = 8\n', "devices.m.rx_buffer", "between 16 and 65536"),
+    ('[devices.m]\nclass = "lathe"\nport = "sim"\n', "devices.m.class", "printer, mill"),
+])
+def test_mill_config_errors_name_the_key(tmp_path, device, key, problem):
+    with pytest.raises(cellconfig.ConfigError) as err:
+        _cell_toml(tmp_path, device)
+    assert err.value.key == key and problem in str(err.value)
+
+
+def test_demo_cell_has_the_mill():
+    cell = cellconfig.load(cellconfig.Path(__file__).parent.parent / "configs" / "demo-cell.toml")
+    assert cell.devices["mill"].device_class == "mill" and cell.devices["mill"].tool == "flat-6"
+
+
+# ------------------------------------------------------- protocol pieces
+def test_status_reports_parse_with_work_position():
+    status = parse_status("<Hold:0|MPos:-10.000,-2.500,-1.000|Bf:15,128|FS:0,8000|WCO:-5.000,0.000,1.000|Ov:100,100,100|A:S>")
+    assert status["state"] == "Hold" and status["substate"] == 0
+    assert status["mpos"] == [-10.0, -2.5, -1.0] and status["wco"] == [-5.0, 0.0, 1.0]
+    assert (status["planner_free"], status["rx_free"], status["feed"], status["spindle"]) == (15, 128, 0.0, 8000.0)
+    assert status["overrides"] == [100, 100, 100] and status["accessories"] == "S"
+    assert parse_status("<Idle|MPos:0.000,0.000,0.000|FS:0,0>")["substate"] is None
+    assert parse_status("ok") is None and parse_status("<Run|MPos:1,x,3>") is None
+
+
+def test_grbl_messages_use_grbls_own_words():
+    assert set(ERRORS) == set(range(1, 18)) | set(range(20, 39)) and set(ALARMS) == set(range(1, 10))
+    assert describe_error(22) == "error:22 (Undefined feed rate: Feed rate has not yet been set or is undefined.)"
+    assert describe_alarm(2).startswith("ALARM:2 (Soft limit: Soft limit alarm. G-code motion target exceeds machine travel.")
+
+
+def test_lines_grbl_cannot_take_are_named():
+    assert check_line("G1 X-5 F600", 127) is None
+    assert "real-time" in check_line("G1 X-5 (stop!)", 127)
+    assert "127" in check_line("G1 X1" + " " * 130, 127)
+
+
+# ----------------------------------------------------- streamer, real pty
+def test_long_program_streams_without_overflow_and_runs_exactly(tmp_path):
+    link = MillLink(tmp_path, "--speed", "max")
+    program = mill_program(4000)
+    result = link.streamer.stream(program)
+    assert (result.status, result.last_op, result.lines_sent) == ("completed", len(program) - 1, len(program))
+    progress = [data["op"] for kind, data in link.events if kind == "progress"]
+    assert progress == sorted(progress) and progress[-1] == len(program) - 1
+    counters = link.finish()
+    assert counters["rx_overflows"] == 0 and counters["rx_overflow_bytes"] == 0
+    assert link.exec_log.read_text().splitlines() == program
+    # '?' polled every 0.2 s at most (grbl asks for <= 5 Hz): never more reports than the time allows
+    assert 1 <= counters["status_reports"] <= counters["elapsed_s"] / 0.2 + 1
+
+
+def test_status_polling_stays_at_or_below_5_hz_while_idle(tmp_path):
+    link = MillLink(tmp_path, "--speed", "max")
+    before = link.streamer._statuses
+    wait_for(lambda: link.streamer._statuses >= before + 4, 10, "four status reports")
+    counters = link.finish()
+    assert counters["status_reports"] <= counters["elapsed_s"] / 0.2 + 1
+
+
+def test_streamer_refuses_a_polling_rate_above_5_hz():
+    with pytest.raises(ValueError, match="5 Hz"):
+        GrblStreamer(None, status_interval=0.1, start_threads=False)
+
+
+def test_rejected_line_fails_the_stream_with_grbls_text_and_stops_the_rest(mill_link):
+    program = ["G21 G90", "G1 X-5 F600", "G4", *[f"G1 X-{i} Y-{i} F900" for i in range(6, 60)]]
+    result = mill_link.streamer.stream(program)
+    assert result.status == "failed" and result.last_op == 1
+    assert result.reason.startswith("op 2 ('G4'): grbl answered error:28 (Invalid gcode ID:28: G-code command is missing a required value word.)")
+    ran = mill_link.exec_log.read_text().splitlines()
+    assert ran[:2] == program[:2] and "G4" not in ran
+    assert len(ran) < len(program) - 1  # held and flushed: the lines behind the bad one did not all run
+    assert not mill_link.streamer.locked  # the hold completed, so the flush was unlocked
+    assert mill_link.streamer.command("G0 X-1") == []  # and grbl takes G-code again
+
+
+def test_system_commands_go_alone_once_grbl_is_idle(mill_link):
+    program = ["G1 X-20 F3000", "$22=1", "G0 X-1"]
+    assert mill_link.streamer.stream(program).status == "completed"
+    assert mill_link.streamer.read_settings()[22] == "1"
+    assert mill_link.exec_log.read_text().splitlines() == ["G1 X-20 F3000", "G0 X-1"]  # $ lines are not G-code blocks
+    with pytest.raises(GrblCommandError) as err:
+        mill_link.streamer.command("$20=-1")
+    assert err.value.code == 4 and "Negative value received" in err.value.text
+
+
+def test_settings_and_parser_state_are_read(mill_link):
+    settings = mill_link.streamer.read_settings()
+    assert len(settings) == 34 and settings[110] == "500.000" and settings[22] == "0"
+    assert mill_link.streamer.parser_state().startswith("G0 G54 G17 G21 G90 G94")
+
+
+# ------------------------------------------- through supervisor and driver
+def test_mill_job_runs_through_the_cell_exactly(make_cell):
+    cell = make_cell(mill=True).start()
+    wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
+    mill = cell.call("status")["devices"]["mill"]
+    assert mill["class"] == "mill" and mill["firmware_state"] == "Idle" and mill["reason"] == ""
+    program = mill_program(600)
+    reply = cell.call("submit", name="pocket.nc", gcode="\n".join(program) + "\n", device="mill")
+    assert reply["result"] == "ok" and reply["device"] == "mill"
+    job = cell.wait_job(reply["job"], ("completed", "failed"), 60)
+    assert job["state"] == "completed" and job["confirmed_op"] == len(program) - 1
+    assert cell.mill_exec_log.read_text().splitlines() == program
+
+
+def test_grbl_error_fails_the_job_naming_line_and_text(make_cell):
+    """Homing on a mill whose homing is disabled ($22=0): grbl's error:5 fails the job."""
+    cell = make_cell(mill=True).start()
+    wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
+    reply = cell.call("submit", name="home", gcode="$H\n", device="mill")
+    assert reply["result"] == "ok"
+    job = cell.wait_job(reply["job"], ("completed", "failed"), 30)
+    assert job["state"] == "failed"
+    assert "op 0 ('$H'): grbl answered error:5 (Setting disabled: Homing cycle failure. Homing is not enabled via settings.)" in job["reason"]
+    wait_for(lambda: cell.device_state("mill") == "idle", 10, "the mill to be idle again")
