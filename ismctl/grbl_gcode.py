@@ -53,7 +53,7 @@ every block is a trapezoid from rest to rest at its feed (G0: the largest of
 with the limits of their chord's direction.  ``G4 P<s>`` dwells; ``$H`` is
 guessed as a seek over the whole travel; everything else is 0 s.  Moves to or
 from an unknown position are timed over their known axes only (and counted in
-``meta["unplaced_moves"]``).
+``meta["partly_unknown_moves"]``).
 """
 
 from __future__ import annotations
@@ -172,7 +172,9 @@ def _words(compact: str) -> list[tuple[str, float]]:
 class MoveArrays:
     """The tool path as straight segments (arcs flattened into chords): ``start``/``end``
     (n, 3) float64 work coordinates mm, ``rapid`` (n,) bool, ``op`` (n,) int32 index of the op
-    each segment comes from; ``unplaced`` counts moves left out because an end is unknown."""
+    each segment comes from.  A move from an unknown position is kept as its end point (a
+    segment of length 0: the tool surely gets there); ``unplaced`` counts the moves left out
+    because their end is unknown."""
 
     start: np.ndarray
     end: np.ndarray
@@ -485,20 +487,19 @@ class _Scanner:
         n = len(self.commands)
         duration = np.frombuffer(self.dur, dtype=np.float64).copy() if n else np.zeros(0)
         rows = self.move_rows()
-        unplaced = 0
+        partly_unknown = 0
         bbox = None
         if len(rows):
             duration += np.bincount(rows[:, 0].astype(np.int64), weights=_block_times(rows, self.limits_rows),
                                     minlength=n)
-            ends = np.concatenate([rows[:, 2:5], rows[:, 5:8]])
-            unplaced = int(np.isnan(ends).any(axis=1).reshape(2, -1).any(axis=0).sum())
+            partly_unknown = int(np.isnan(rows[:, 2:8]).any(axis=1).sum())
             cutting = rows[rows[:, 1] > 0]
             pts = np.concatenate([cutting[:, 2:5], cutting[:, 5:8]])
             pts = pts[~np.isnan(pts).any(axis=1)]
             if len(pts):
                 bbox = [pts.min(axis=0).round(4).tolist(), pts.max(axis=0).round(4).tolist()]
         meta = {"source": "gcode", "dialect": "grbl", "coordinates": "work",
-                "estimated_s": float(duration.sum()), "unplaced_moves": unplaced, "feed_bbox": bbox}
+                "estimated_s": float(duration.sum()), "partly_unknown_moves": partly_unknown, "feed_bbox": bbox}
         return Program(
             device_class="mill", name=self.name, commands=tuple(self.commands),
             source_line=np.frombuffer(self.src, dtype=np.int32).copy() if n else np.zeros(0, np.int32),
@@ -560,9 +561,12 @@ def moves(source: Program | str, chord_tolerance: float = _ARC_TOLERANCE_MM) -> 
                         source.meta.get("start"))
     else:
         scanner = _scan(source, "", None, None)
-    rows = scanner.move_rows()
-    placed = ~np.isnan(rows[:, 2:8]).any(axis=1)
+    rows = scanner.move_rows().copy()
+    placed = ~np.isnan(rows[:, 5:8]).any(axis=1)
     rows = rows[placed]
+    unknown_start = np.isnan(rows[:, 2:5]).any(axis=1)
+    rows[unknown_start, 2:5] = rows[unknown_start, 5:8]  # the tool surely reaches the end point
+    rows[unknown_start, 1] = np.minimum(rows[unknown_start, 1], 1)  # an arc without a start: its end only
     starts, ends, rapid, ops = [], [], [], []
     for row in rows[rows[:, 1] == 2]:
         pts = _arc_points(row, chord_tolerance)

@@ -458,7 +458,7 @@ class PixelFrame:
     @classmethod
     def for_image(cls, layers: list[PreviewLayer], size: int) -> PixelFrame:
         """Fit every layer's extrusions (or, without any, all moves) in the ``size`` square."""
-        band = 2 * _font_px(size)
+        band = 2 * font_px_for(size)
         margin = max(4, size // 40)
         segs = [layer.segments[layer.kinds != PathKind.TRAVEL] for layer in layers]
         pts = np.concatenate([s.reshape(-1, 2) for s in segs] + [np.zeros((0, 2))])
@@ -484,7 +484,7 @@ class PixelFrame:
         return out
 
 
-def _font_px(size: int) -> int:
+def font_px_for(size: int) -> int:
     return max(12, size // 55)
 
 
@@ -529,7 +529,7 @@ def render_layers(layers: list[PreviewLayer], which: list[int], out: Path, size:
         raise PlanError(f"preview output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     frame = PixelFrame.for_image(layers, size)
-    font = ImageFont.load_default(size=_font_px(size))
+    font = ImageFont.load_default(size=font_px_for(size))
     written = []
     for k in chosen:
         layer = layers[k]
@@ -552,17 +552,17 @@ def render_layers(layers: list[PreviewLayer], which: list[int], out: Path, size:
         n_travel = int(travel.sum())
         title = (f"layer {k} of 0..{count - 1}   z = {layer.z:.3f} mm   "
                  f"{len(travel) - n_travel} extrusion and {n_travel} travel moves")
-        _bands(draw, frame, font, title, shown)
+        draw_bands(draw, frame.size, frame.band, font, title, shown)
         path = out / f"layer-{k}.png"
         image.save(path)
         written.append(path)
     return written
 
 
-def _bands(draw: ImageDraw.ImageDraw, frame: PixelFrame, font, title: str, legend) -> None:
-    """The title above the square and a row of colour swatches with labels below it
-    (blanked first: wide lines may reach into the bands)."""
-    size, band, font_px = frame.size, frame.band, _font_px(frame.size)
+def draw_bands(draw: ImageDraw.ImageDraw, size: int, band: int, font, title: str, legend) -> None:
+    """The title above a ``size`` square and a row of colour swatches with labels below it
+    (blanked first: wide lines may reach into the bands); the Z-map image uses it too."""
+    font_px = font_px_for(size)
     draw.rectangle((0, 0, size, band - 1), fill="white")
     draw.text((4, band // 4), title, fill="black", font=font)
     top = size + band

@@ -1,0 +1,215 @@
+"""Material-removal verification of a mill program on a Z-map (height field).
+
+The stock box is rasterised at a grid (0.1 mm by default): one material height per
+cell, sampled at the cell centre.  Every move of the program, feed and rapid, sweeps
+the tool through it (:mod:`ismctl.plan.zmap_kernels`: exact lowest point of a flat or
+ball end mill over each cell centre, ramps and helices included) and the part's
+top surface is rasterised on the same grid as the target.  Comparing the two says
+what the program did to the part:
+
+* **gouges**: cells cut below the target by more than the tolerance — the part is
+  damaged there (max depth, area, where, and the op and source line that cut deepest);
+* **collisions**: rapid moves (G0) that removed material — a rapid is not a cut;
+* **material left**: cells above the target by more than the tolerance (volume, max);
+  cells outside the part's outline have the stock bottom as target;
+* **removed volume** of stock.
+
+Positions are work coordinates (see :mod:`ismctl.grbl_gcode`): the mesh and the stock
+must be in the program's work coordinate system.  Moves whose ends the host cannot
+know (after ``$H``, ``G28``, ``G53``...) are not simulated and are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..grbl_gcode import moves as program_moves
+from ..program import Program
+from . import zmap_kernels
+from .model import Mesh, PlanError
+
+DEFAULT_GRID_MM = 0.1
+DEFAULT_TOLERANCE_MM = 0.05
+MAX_CELLS = 50_000_000  # ~0.4 GB per float64 map: a bigger grid is a mistake, not a job
+COLLISION_MM = 1e-3  # a rapid that removes less than this only grazed the surface
+
+
+@dataclass(frozen=True)
+class ToolShape:
+    """What the Z-map needs of a cutter: ``shape`` "flat" or "ball", ``diameter`` mm."""
+
+    shape: str
+    diameter: float
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.shape not in ("flat", "ball"):
+            raise PlanError(f"tool {self.name or self.shape!r}: the Z-map models flat and ball end mills, not {self.shape!r}")
+        if not (self.diameter > 0 and math.isfinite(self.diameter)):
+            raise PlanError(f"tool {self.name or self.shape!r}: diameter must be > 0, got {self.diameter!r}")
+
+    @property
+    def radius(self) -> float:
+        return self.diameter / 2
+
+
+@dataclass(frozen=True)
+class Stock:
+    """The raw block, an axis-aligned box in work coordinates (mm)."""
+
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in (*self.lo, *self.hi)):
+            raise PlanError(f"stock {self.lo}..{self.hi}: corners must be finite numbers")
+        if not all(h > lo for lo, h in zip(self.lo, self.hi)):
+            raise PlanError(f"stock {self.lo}..{self.hi}: every side must have a positive length")
+
+    @classmethod
+    def around(cls, mesh: Mesh, margin: float = 0.0) -> "Stock":
+        """The mesh's bounding box grown by ``margin`` in X, Y and on top (the bottom stays:
+        the part sits on the stock's bottom)."""
+        lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+        return cls((lo[0] - margin, lo[1] - margin, lo[2]), (hi[0] + margin, hi[1] + margin, hi[2] + margin))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Cell (i, j) has its centre at ``x0 + (i + 0.5) * cell``, ``y0 + (j + 0.5) * cell``."""
+
+    x0: float
+    y0: float
+    cell: float
+    nx: int
+    ny: int
+
+    @classmethod
+    def covering(cls, stock: Stock, cell: float) -> "Grid":
+        if not (cell > 0 and math.isfinite(cell)):
+            raise PlanError(f"grid cell must be > 0 mm, got {cell!r}")
+        nx = max(1, math.ceil((stock.hi[0] - stock.lo[0]) / cell - 1e-9))
+        ny = max(1, math.ceil((stock.hi[1] - stock.lo[1]) / cell - 1e-9))
+        if nx * ny > MAX_CELLS:
+            raise PlanError(f"a {cell:g} mm grid over the stock is {nx} x {ny} cells (limit {MAX_CELLS}); use a coarser grid")
+        return cls(stock.lo[0], stock.lo[1], cell, nx, ny)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.ny, self.nx)
+
+    def centre(self, j: int, i: int) -> tuple[float, float]:
+        return (self.x0 + (i + 0.5) * self.cell, self.y0 + (j + 0.5) * self.cell)
+
+
+@dataclass
+class Collision:
+    op: int
+    line: int
+    command: str
+    depth: float  # mm of material the rapid removed at its deepest
+
+
+@dataclass
+class ZmapReport:
+    grid: Grid
+    stock: Stock
+    tool: ToolShape
+    tolerance: float
+    height: np.ndarray  # (ny, nx) material top after the program
+    target: np.ndarray  # (ny, nx) the part's top surface, the stock bottom outside it
+    cutter: np.ndarray  # (ny, nx) op that last lowered the cell, -1 untouched
+    gouge: np.ndarray  # (ny, nx) bool
+    segments: int
+    unplaced_moves: int
+    removed_mm3: float
+    left_mm3: float
+    left_max_mm: float
+    gouge_max_mm: float
+    gouge_area_mm2: float
+    gouge_at: tuple[float, float] | None  # XY of the deepest gouge
+    gouge_op: int | None
+    gouge_line: int | None
+    gouge_command: str | None
+    collisions: list[Collision] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.gouge.any() and not self.collisions
+
+    def summary(self) -> dict:
+        """Everything but the maps, JSON-ready."""
+        return {
+            "clean": self.clean,
+            "tool": {"shape": self.tool.shape, "diameter": self.tool.diameter, "name": self.tool.name},
+            "stock": {"lo": list(self.stock.lo), "hi": list(self.stock.hi)},
+            "grid": {"cell_mm": self.grid.cell, "nx": self.grid.nx, "ny": self.grid.ny},
+            "tolerance_mm": self.tolerance,
+            "segments": self.segments,
+            "unplaced_moves": self.unplaced_moves,
+            "removed_mm3": round(self.removed_mm3, 3),
+            "left": {"volume_mm3": round(self.left_mm3, 3), "max_mm": round(self.left_max_mm, 4)},
+            "gouges": {"cells": int(self.gouge.sum()), "area_mm2": round(self.gouge_area_mm2, 4),
+                       "max_depth_mm": round(self.gouge_max_mm, 4),
+                       "deepest_at": None if self.gouge_at is None else [round(v, 4) for v in self.gouge_at],
+                       "op": self.gouge_op, "line": self.gouge_line, "command": self.gouge_command},
+            "collisions": [{"op": c.op, "line": c.line, "command": c.command, "depth_mm": round(c.depth, 4)}
+                           for c in self.collisions],
+        }
+
+
+def target_surface(mesh: Mesh, grid: Grid, floor: float) -> np.ndarray:
+    """The mesh's top-surface height at each cell centre; ``floor`` where the mesh is not."""
+    target = np.full(grid.shape, -np.inf)
+    triangles = np.ascontiguousarray(mesh.vertices[mesh.faces], dtype=np.float64)
+    zmap_kernels.top_surface(target, grid.x0, grid.y0, grid.cell, triangles)
+    return np.maximum(target, floor)
+
+
+def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid):
+    """Sweep every placed move through the stock: -> (height, cutter, MoveArrays, max_cut per segment)."""
+    path = program_moves(program)
+    height = np.full(grid.shape, float(stock.hi[2]))
+    cutter = zmap_kernels.empty_cutter(grid.shape)
+    max_cut = np.zeros(len(path))
+    zmap_kernels.sweep(height, cutter, grid.x0, grid.y0, grid.cell, path.start, path.end, path.op,
+                       tool.radius, tool.shape == "ball", float(stock.lo[2]), max_cut)
+    return height, cutter, path, max_cut
+
+
+def verify(program: Program, mesh: Mesh, stock: Stock, tool: ToolShape,
+           cell: float = DEFAULT_GRID_MM, tolerance: float = DEFAULT_TOLERANCE_MM) -> ZmapReport:
+    """Run ``program`` through the stock and compare the result with ``mesh``'s top surface."""
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise PlanError(f"tolerance must be >= 0 mm, got {tolerance!r}")
+    grid = Grid.covering(stock, cell)
+    target = target_surface(mesh, grid, float(stock.lo[2]))
+    height, cutter, path, max_cut = simulate(program, stock, tool, grid)
+    area = grid.cell * grid.cell
+    below = target - height
+    gouge = below > tolerance
+    above = height - target
+    left = above > tolerance
+    report = ZmapReport(
+        grid=grid, stock=stock, tool=tool, tolerance=tolerance, height=height, target=target, cutter=cutter,
+        gouge=gouge, segments=len(path), unplaced_moves=path.unplaced,
+        removed_mm3=float((stock.hi[2] - height).sum() * area),
+        left_mm3=float(above[left].sum() * area), left_max_mm=float(above.max(initial=0.0)),
+        gouge_max_mm=float(below[gouge].max(initial=0.0)), gouge_area_mm2=float(gouge.sum() * area),
+        gouge_at=None, gouge_op=None, gouge_line=None, gouge_command=None)
+    if gouge.any():
+        j, i = np.unravel_index(np.argmax(np.where(gouge, below, -np.inf)), grid.shape)
+        op = int(cutter[j, i])
+        report.gouge_at = grid.centre(int(j), int(i))
+        report.gouge_op, report.gouge_line, report.gouge_command = op, int(program.source_line[op]), program.commands[op]
+    hits = np.flatnonzero(path.rapid & (max_cut > COLLISION_MM))
+    worst: dict[int, float] = {}
+    for k in hits.tolist():
+        op = int(path.op[k])
+        worst[op] = max(worst.get(op, 0.0), float(max_cut[k]))
+    report.collisions = [Collision(op, int(program.source_line[op]), program.commands[op], depth)
+                         for op, depth in sorted(worst.items())]
+    return report

@@ -1,0 +1,110 @@
+"""Plain numpy twins of the Z-map kernels (:mod:`ismctl.plan.zmap_kernels`).
+
+The same algorithm and arithmetic, vectorised over the cells of one segment's (or
+one triangle's) bounding box instead of looping cell by cell: the reference the
+tests check the kernels against, and the peer ``bench/zmap_speed.py`` times them
+against.  Not used for real work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .zmap_kernels import _FLAT_EPS, _VERTICAL_EPS
+
+
+def lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2):
+    dx = bx - ax
+    dy = by - ay
+    px = cx - ax
+    py = cy - ay
+    a = dx * dx + dy * dy
+    b = px * dx + py * dy
+    e = px * px + py * py
+    if a <= _FLAT_EPS:
+        return np.where(e <= r2, min(az, bz), np.inf)
+    disc = b * b - a * (e - r2)
+    sq = np.sqrt(np.maximum(disc, 0.0))
+    t0 = np.maximum((b - sq) / a, 0.0)
+    t1 = np.minimum((b + sq) / a, 1.0)
+    z = np.minimum(az + t0 * (bz - az), az + t1 * (bz - az))
+    return np.where((disc >= 0.0) & (t0 <= t1), z, np.inf)
+
+
+def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2):
+    wx = cx - ax
+    wy = cy - ay
+    q = wx * wx + wy * wy
+    ex = cx - bx
+    ey = cy - by
+    qb = ex * ex + ey * ey
+    best = np.where(q <= r2, az + r - np.sqrt(np.maximum(r2 - q, 0.0)), np.inf)
+    best = np.minimum(best, np.where(qb <= r2, bz + r - np.sqrt(np.maximum(r2 - qb, 0.0)), np.inf))
+    dx = bx - ax
+    dy = by - ay
+    dz = bz - az
+    length = np.sqrt(dx * dx + dy * dy + dz * dz)
+    if length > 0.0:
+        uz = dz / length
+        horiz = 1.0 - uz * uz
+        if horiz > _VERTICAL_EPS:
+            p = wx * (dx / length) + wy * (dy / length)
+            disc = p * p * uz * uz - horiz * (q - p * p - r2)
+            zeta = (p * uz - np.sqrt(np.maximum(disc, 0.0))) / horiz
+            s = p + zeta * uz
+            hit = (disc >= 0.0) & (s >= 0.0) & (s <= length)
+            best = np.minimum(best, np.where(hit, az + r + zeta, np.inf))
+    return best
+
+
+def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, max_cut):
+    """:func:`ismctl.plan.zmap_kernels.sweep`, one numpy pass per segment."""
+    ny, nx = height.shape
+    r2 = radius * radius
+    for k in range(len(starts)):
+        ax, ay, az = starts[k]
+        bx, by, bz = ends[k]
+        i0 = max(0, int(np.floor((min(ax, bx) - radius - x0) / cell - 0.5)))
+        i1 = min(nx - 1, int(np.ceil((max(ax, bx) + radius - x0) / cell - 0.5)))
+        j0 = max(0, int(np.floor((min(ay, by) - radius - y0) / cell - 0.5)))
+        j1 = min(ny - 1, int(np.ceil((max(ay, by) + radius - y0) / cell - 0.5)))
+        max_cut[k] = 0.0
+        if i0 > i1 or j0 > j1:
+            continue
+        cx = x0 + (np.arange(i0, i1 + 1) + 0.5) * cell
+        cy = (y0 + (np.arange(j0, j1 + 1) + 0.5) * cell)[:, None]
+        if ball:
+            z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2)
+        else:
+            z = lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2)
+        z = np.maximum(z, floor)
+        window = height[j0:j1 + 1, i0:i1 + 1]
+        lower = z < window
+        if lower.any():
+            max_cut[k] = float((window - z)[lower].max())
+            window[lower] = z[lower]
+            cutter[j0:j1 + 1, i0:i1 + 1][lower] = ops[k]
+
+
+def top_surface(target, x0, y0, cell, triangles):
+    """:func:`ismctl.plan.zmap_kernels.top_surface`, one numpy pass per triangle."""
+    ny, nx = target.shape
+    for (ax, ay, az), (bx, by, bz), (qx, qy, qz) in triangles:
+        det = (bx - ax) * (qy - ay) - (qx - ax) * (by - ay)
+        if abs(det) < 1e-14:
+            continue
+        i0 = max(0, int(np.ceil((min(ax, bx, qx) - x0) / cell - 0.5)))
+        i1 = min(nx - 1, int(np.floor((max(ax, bx, qx) - x0) / cell - 0.5)))
+        j0 = max(0, int(np.ceil((min(ay, by, qy) - y0) / cell - 0.5)))
+        j1 = min(ny - 1, int(np.floor((max(ay, by, qy) - y0) / cell - 0.5)))
+        if i0 > i1 or j0 > j1:
+            continue
+        cx = x0 + (np.arange(i0, i1 + 1) + 0.5) * cell
+        cy = (y0 + (np.arange(j0, j1 + 1) + 0.5) * cell)[:, None]
+        u = ((cx - ax) * (qy - ay) - (qx - ax) * (cy - ay)) / det
+        v = ((bx - ax) * (cy - ay) - (cx - ax) * (by - ay)) / det
+        inside = (u >= -1e-9) & (v >= -1e-9) & (u + v <= 1.0 + 1e-9)
+        z = az + u * (bz - az) + v * (qz - az)
+        window = target[j0:j1 + 1, i0:i1 + 1]
+        higher = inside & (z > window)
+        window[higher] = z[higher]
