@@ -1,0 +1,237 @@
+"""`ismctl verify`: run a mill program through a Z-map of the stock and compare the
+result with the part (:mod:`ismctl.plan.zmap`).  No cell is needed.
+
+Exit codes: 0 clean, 1 gouges or rapid collisions found (or the program is not
+valid grbl G-code), 2 bad usage (missing files, no tool, bad stock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .plan.model import PlanError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOCAL_COMMANDS = ("verify",)
+STEPS = ("parse", "mesh", "simulate", "compare")
+
+EPILOG = """\
+examples:
+  ismctl verify pocket.nc --mesh part.stl --tool-diameter 6
+                                    flat 6 mm end mill, stock = the part's bounding box
+  ismctl verify pocket.nc --mesh part.stl --margin 2 --tool flat-6 --png zmap.png
+                                    stock 2 mm bigger than the part in X, Y and on top; the
+                                    tool from the bundled tooling table; a height-map picture
+  ismctl verify job.nc --mesh part.stl --stock 0,0,-10,60,40,0 --config configs/demo-cell.toml
+                                    the tool the cell's mill has in its spindle
+  ismctl verify job.nc --mesh part.stl --tool-diameter 3 --tool-shape ball --grid 0.05 --json
+
+Positions are work coordinates: the mesh and --stock must be placed where the
+program cuts.  Exit 0: clean; 1: gouges or rapids through material; 2: bad usage.
+"""
+
+
+class UsageError(ValueError):
+    """A problem with the command line or the files it names (exit 2)."""
+
+
+def _triple_pair(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 6:
+        raise argparse.ArgumentTypeError(f"--stock takes six numbers x0,y0,z0,x1,y1,z1 (mm), got {text!r}")
+    return tuple(values[:3]), tuple(values[3:])
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"takes a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"takes a number >= 0, got {text!r}")
+    return value
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("verify", help="check a mill program against the part on a Z-map (gouges, rapids through stock)",
+                       description="Simulate material removal of a grbl mill program on a height field of the stock "
+                                   "and compare it with the part's top surface: gouges below the part, rapids that "
+                                   "cut, material left, volume removed.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("program", type=Path, help="grbl G-code file (.nc, .gcode, .ngc)")
+    p.add_argument("--mesh", type=Path, required=True, help="the finished part (STL, OBJ, 3MF), in work coordinates")
+    stock = p.add_mutually_exclusive_group()
+    stock.add_argument("--stock", type=_triple_pair, metavar="X0,Y0,Z0,X1,Y1,Z1", help="the stock box corners (mm)")
+    stock.add_argument("--margin", type=_non_negative, default=0.0, metavar="MM",
+                       help="stock = the part's bounding box grown by MM in X, Y and on top (default 0)")
+    tool = p.add_argument_group("tool (one of: --tool-diameter, --tool NAME, --config with a mill)")
+    tool.add_argument("--tool", metavar="NAME", help="a tool in the tooling table (default: the --config mill's tool)")
+    tool.add_argument("--tooling", type=Path, metavar="FILE", help="tooling table TOML (default: the --config mill's, "
+                                                                    "else the bundled one)")
+    tool.add_argument("--tool-diameter", type=_positive, metavar="MM", help="a tool given by size instead of by name")
+    tool.add_argument("--tool-shape", choices=("flat", "ball"), default="flat", help="with --tool-diameter (default flat)")
+    tool.add_argument("--config", type=Path, help="a cell config: its mill's tool and tooling table")
+    p.add_argument("--start", metavar="X,Y,Z", help="where the tool is before the first line (work mm; default unknown)")
+    p.add_argument("--grid", type=_positive, default=0.1, metavar="MM", help="Z-map cell size (default 0.1)")
+    p.add_argument("--tolerance", type=_non_negative, default=0.05, metavar="MM",
+                   help="cuts below the part deeper than this are gouges (default 0.05)")
+    p.add_argument("--png", type=Path, metavar="FILE", help="write the height map (gouges in red) as a PNG")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _mill_device(config_path: Path):
+    from . import config as cellconfig
+
+    try:
+        cell = cellconfig.load(config_path)
+    except (cellconfig.ConfigError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    mills = [d for d in cell.devices.values() if d.device_class == "mill"]
+    if not mills:
+        raise UsageError(f"{config_path}: the cell has no mill")
+    return mills[0]
+
+
+def resolve_tool(args):
+    """The ToolShape the options name (see the 'tool' option group)."""
+    from .plan.tooling import load_tooling
+    from .plan.zmap import ToolShape
+
+    if args.tool_diameter is not None:
+        if args.tool or args.config:
+            raise UsageError("give the tool either by --tool-diameter or by name (--tool/--config), not both")
+        try:
+            return ToolShape(args.tool_shape, args.tool_diameter)
+        except PlanError as exc:
+            raise UsageError(str(exc)) from None
+    name, tooling = args.tool, args.tooling
+    if args.config is not None:
+        mill = _mill_device(args.config)
+        name = name or getattr(mill, "tool", "")
+        tooling = tooling or getattr(mill, "tooling", None)
+        if not name:
+            raise UsageError(f"{args.config}: the mill declares no tool; use --tool or --tool-diameter")
+    if not name:
+        raise UsageError("which tool? use --tool-diameter MM [--tool-shape ball], --tool NAME or --config CELL")
+    try:
+        tool = load_tooling(tooling).tool(name)
+        return ToolShape(tool.shape, tool.diameter, tool.name)
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _start(text: str | None):
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise UsageError(f"--start takes three numbers X,Y,Z (mm), got {text!r}")
+    return values
+
+
+def run(args, progress=None):
+    """Parse, load, simulate, compare: -> ZmapReport (raises UsageError or GcodeError)."""
+    from .grbl_gcode import parse
+    from .plan.mesh_io import load_mesh
+    from .plan.zmap import Stock, verify
+
+    step = progress or (lambda name, index: None)
+    for path, what in ((args.program, "program"), (args.mesh, "mesh")):
+        if not path.is_file():
+            raise UsageError(f"no such {what} file: {path}")
+    tool = resolve_tool(args)
+    step(STEPS[0], 0)
+    text = args.program.read_text(encoding="ascii", errors="replace")  # the parser names a non-ASCII line
+    program = parse(text, args.program.name, start=_start(args.start))
+    step(STEPS[1], 1)
+    try:
+        mesh = load_mesh(args.mesh)
+        stock = Stock(*args.stock) if args.stock else Stock.around(mesh, args.margin)
+    except PlanError as exc:
+        raise UsageError(str(exc)) from None
+    step(STEPS[2], 2)
+    try:
+        return verify(program, mesh, stock, tool, cell=args.grid, tolerance=args.tolerance)
+    except PlanError as exc:  # a grid too fine for the stock
+        raise UsageError(str(exc)) from None
+
+
+def _print_report(path: Path, report, png: Path | None) -> None:
+    s = report.summary()
+    verdict = "clean" if report.clean else "FAILED"
+    print(f"verify {path}: {verdict}")
+    grid = s["grid"]
+    print(f"  tool {report.tool.shape} {report.tool.diameter:g} mm{' (' + report.tool.name + ')' if report.tool.name else ''}, "
+          f"grid {grid['cell_mm']:g} mm ({grid['nx']} x {grid['ny']} cells), tolerance {report.tolerance:g} mm")
+    lo, hi = report.stock.lo, report.stock.hi
+    print(f"  stock X {lo[0]:g}..{hi[0]:g}  Y {lo[1]:g}..{hi[1]:g}  Z {lo[2]:g}..{hi[2]:g} mm; "
+          f"{s['segments']:,} segments simulated"
+          + (f", {s['unplaced_moves']} moves to unknown positions skipped" if s["unplaced_moves"] else ""))
+    print(f"  removed {s['removed_mm3']:.2f} mm3; left above the part {s['left']['volume_mm3']:.2f} mm3 "
+          f"(max {s['left']['max_mm']:.3f} mm)")
+    g = s["gouges"]
+    if g["cells"]:
+        x, y = g["deepest_at"]
+        print(f"  GOUGES: {g['cells']} cells, {g['area_mm2']:.3f} mm2, deepest {g['max_depth_mm']:.3f} mm "
+              f"at X{x:g} Y{y:g}, cut by line {g['line']}: {g['command']}")
+    else:
+        print("  gouges: none")
+    for c in s["collisions"]:
+        print(f"  RAPID THROUGH MATERIAL: line {c['line']}: {c['command']} (cut {c['depth_mm']:.3f} mm)")
+    if png is not None:
+        print(f"  height map: {png}")
+
+
+def cmd_verify(args) -> int:
+    from .gcode import GcodeError
+    from .slice_cmd import StepBar
+
+    bar = StepBar(STEPS)
+    try:
+        report = run(args, bar)
+        bar(STEPS[3], 3)
+        if args.png is not None:
+            from .plan.zmap_image import render
+
+            render(report, args.png)
+    except UsageError as exc:
+        bar.close()
+        print(f"ismctl verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GcodeError as exc:
+        bar.close()
+        print(f"ismctl verify: {args.program}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        bar.close()
+        print(f"ismctl verify: cannot write {args.png}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bar.close()
+    if args.json:
+        print(json.dumps({"program": str(args.program), **report.summary(),
+                          "png": None if args.png is None else str(args.png)}, indent=2))
+    else:
+        _print_report(args.program, report, args.png)
+    return EXIT_OK if report.clean else EXIT_FAILED
+
+
+COMMANDS = {"verify": cmd_verify}

@@ -1,0 +1,84 @@
+"""`ismctl verify` as a user runs it: a real subprocess on real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import trimesh
+from PIL import Image
+from sim_helpers import REPO
+from test_zmap import STOCK, pocket_gcode, pocketed_block
+
+STOCK_ARG = ",".join(f"{v:g}" for v in (*STOCK.lo, *STOCK.hi))
+
+
+def verify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ismctl", "verify", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    mesh = pocketed_block(2.0)
+    trimesh.Trimesh(mesh.vertices, mesh.faces).export(root / "part.stl")
+    good = pocket_gcode(3.0, 2.0, 1.0, 2.5).replace("M3 S10000", "G0 Z5 (start)\nM3 S10000")
+    (root / "good.nc").write_text(good)
+    (root / "gouge.nc").write_text(good.replace("M5\n", "G0 X20 Y10\nG1 Z-2.5 F100\nG0 Z5\nM5\n"))
+    (root / "broken.nc").write_text("G21\nG0 Z5\nG41 D3\n")
+    return root
+
+
+def test_clean_program_exits_0_with_summary_and_png(files):
+    png = files / "good.png"
+    run = verify(str(files / "good.nc"), "--mesh", str(files / "part.stl"), "--stock", STOCK_ARG,
+                 "--tool", "flat-6", "--png", str(png), "--start", "0,0,5")
+    assert run.returncode == 0, run.stderr
+    assert "clean" in run.stdout and "gouges: none" in run.stdout and "flat 6 mm (flat-6)" in run.stdout
+    assert Image.open(png).size[0] == 800
+
+
+def test_gouge_exits_1_naming_the_line(files):
+    run = verify(str(files / "gouge.nc"), "--mesh", str(files / "part.stl"), "--stock", STOCK_ARG,
+                 "--tool-diameter", "6", "--json")
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    line = (files / "gouge.nc").read_text().splitlines().index("G1 Z-2.5 F100") + 1
+    assert report["clean"] is False and report["gouges"]["line"] == line
+    assert report["gouges"]["max_depth_mm"] == pytest.approx(0.5)
+    assert report["collisions"] == []
+
+
+def test_tool_from_the_cell_config(files):
+    run = verify(str(files / "good.nc"), "--mesh", str(files / "part.stl"), "--stock", STOCK_ARG,
+                 "--config", str(REPO / "configs" / "demo-cell.toml"), "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["tool"] == {"shape": "flat", "diameter": 6.0, "name": "flat-6"}
+
+
+def test_invalid_gcode_exits_1_naming_the_line(files):
+    run = verify(str(files / "broken.nc"), "--mesh", str(files / "part.stl"), "--tool-diameter", "3")
+    assert run.returncode == 1
+    assert "broken.nc" in run.stderr and "line 3" in run.stderr and "error 20" in run.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tool-diameter", "6", "--mesh", "missing.stl"], "no such mesh file"),
+    (["--mesh", "{part}"], "which tool"),
+    (["--mesh", "{part}", "--tool", "flat-99"], "no tool named 'flat-99'"),
+    (["--mesh", "{part}", "--tool", "drill-3"], "flat and ball"),
+    (["--mesh", "{part}", "--tool-diameter", "6", "--stock", "1,2,3"], "six numbers"),
+])
+def test_usage_errors_exit_2(files, args, needle):
+    args = [a.replace("{part}", str(files / "part.stl")) for a in args]
+    run = verify(str(files / "good.nc"), *args)
+    assert run.returncode == 2 and needle in run.stderr, run.stderr
+
+
+def test_help_teaches():
+    run = subprocess.run([sys.executable, "-m", "ismctl", "verify", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and "examples:" in run.stdout and "--tool-shape" in run.stdout
