@@ -111,7 +111,10 @@ _WORD_RE = re.compile(r"([A-Z])([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))")
 _LINE_RE = re.compile(r"(?:[A-Z][+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))+")
 _SETTING_RE = re.compile(r"\$([0-9]+)=(.*)")
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
-_REALTIME_CHARS = frozenset("?!~")
+# grbl's protocol loop drops whitespace, control characters and '/' (block delete is ignored)
+_DROPPED = {c: None for c in [*range(33), ord("/")]}
+# outside comments: tab and printable ASCII but the real-time commands '?', '!', '~'
+_BAD_CHAR_RE = re.compile(r"[^\t -~]|[?!~]")
 _MOVE_COLUMNS = 15  # see _Scanner.move
 
 
@@ -122,6 +125,9 @@ class _Refused(Exception):
 def _strip(raw: str) -> tuple[str, str]:
     """-> (command text: comments and outer whitespace removed, grbl's compact form: also
     whitespace and '/' removed and letters raised, as grbl's protocol loop keeps it)."""
+    if "(" not in raw and ";" not in raw:
+        text = raw.strip()
+        return text, text.translate(_DROPPED).upper()
     kept = []
     depth = False
     start = 0
@@ -141,17 +147,17 @@ def _strip(raw: str) -> tuple[str, str]:
         if not depth:
             kept.append(raw[start:])
     text = "".join(kept).strip()
-    compact = "".join(ch for ch in text if ch > " " and ch != "/").upper()
-    return text, compact
+    return text, text.translate(_DROPPED).upper()
 
 
 def _check_chars(text: str) -> None:
-    for ch in text:
-        if ch in _REALTIME_CHARS:
-            raise _Refused(f"{ch!r} is a grbl real-time command; it cannot be part of a line")
-        o = ord(ch)
-        if (o < 32 and ch != "\t") or o >= 127:
-            raise _Refused(f"character 0x{o:02x} would reach grbl as a control or real-time byte")
+    bad = _BAD_CHAR_RE.search(text)
+    if bad is None:
+        return
+    ch = bad.group()
+    if ch in "?!~":
+        raise _Refused(f"{ch!r} is a grbl real-time command; it cannot be part of a line")
+    raise _Refused(f"character 0x{ord(ch):02x} would reach grbl as a control or real-time byte")
 
 
 def _words(compact: str) -> list[tuple[str, float]]:
@@ -406,7 +412,7 @@ class _Scanner:
                 if self.feed <= 0 or (inverse and not feed_given):
                     raise _Refused("feed move without a feed rate (grbl error 22)")
                 if motion == 10:
-                    length = math.dist(self._known(self.pos), self._known(target))
+                    length = math.dist(self._known(self.pos), self._known(target)) if inverse else -1.0
                     self.move(op, 1, target, self._feed_mm_s(length), length)
                 else:
                     self._arc(op, target, values, motion == 20, axes)

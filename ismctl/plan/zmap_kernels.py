@@ -14,7 +14,9 @@ point its swept volume reaches over that cell's centre, computed exactly:
   capsule's cylinder (if that point lies between the end discs) or with one of the
   two end spheres.  The shank above the ball never reaches lower than the ball.
 
-Only the cells in a segment's bounding box (grown by r) are visited.  The numpy
+Only the cells in a segment's bounding box (grown by r) are visited, and of those
+only the ones still higher than the segment's lowest tip (overlapping passes at one
+depth find most cells already cut).  The numpy
 twin in :mod:`ismctl.plan.zmap_reference` does the same arithmetic in the same
 order; tests compare the two.
 """
@@ -103,9 +105,12 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         j0 = max(0, int(math.floor((min(ay, by) - radius - y0) / cell - 0.5)))
         j1 = min(ny - 1, int(math.ceil((max(ay, by) + radius - y0) / cell - 0.5)))
         deepest = 0.0
+        reach = max(min(az, bz), floor)  # no part of the tool gets lower than its lowest tip
         for j in range(j0, j1 + 1):
             cy = y0 + (j + 0.5) * cell
             for i in range(i0, i1 + 1):
+                if height[j, i] <= reach:  # already cut as deep as this segment can: most cells of a pass
+                    continue
                 cx = x0 + (i + 0.5) * cell
                 if ball:
                     z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2)

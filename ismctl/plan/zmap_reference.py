@@ -71,6 +71,9 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         max_cut[k] = 0.0
         if i0 > i1 or j0 > j1:
             continue
+        window = height[j0:j1 + 1, i0:i1 + 1]
+        if not (window > max(min(az, bz), floor)).any():  # nothing the segment could still cut
+            continue
         cx = x0 + (np.arange(i0, i1 + 1) + 0.5) * cell
         cy = (y0 + (np.arange(j0, j1 + 1) + 0.5) * cell)[:, None]
         if ball:
@@ -78,7 +81,6 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         else:
             z = lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2)
         z = np.maximum(z, floor)
-        window = height[j0:j1 + 1, i0:i1 + 1]
         lower = z < window
         if lower.any():
             max_cut[k] = float((window - z)[lower].max())
