@@ -1,0 +1,129 @@
+"""grbl 1.1 G-code for a CAM toolpath, and the Program that stands for it.
+
+The writer takes moves one at a time and keeps, per emitted line, the
+commanded X Y Z after it (NaN for an axis not yet commanded), the layer (the
+step-down level) and the motion block's geometry for timing.  Coordinates are
+rounded to 1 µm *before* they are remembered, so the Program's positions are
+exactly what the text says.  The dialect is what grbl 1.1 accepts (see
+docs/mill-simulator.md): G21 G90 G94 G17, G0/G1/G2/G3 with incremental I J
+centres, S and M3/M5, M30; no tool change (grbl has none: a comment names the
+tool), no canned cycles, no cutter compensation (the path is already offset).
+Every line stays under grbl's 80-byte line buffer and comments hold no
+parentheses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..program import Program
+from .cam_paths import block_durations
+from .model import PlanError
+
+MAX_LINE = 79  # grbl's line buffer is 80 bytes with the terminator
+
+
+def fmt(value: float) -> str:
+    """A coordinate with at most 3 decimals and no trailing zeros (``-0`` written as ``0``)."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _r(value: float) -> float:
+    return round(float(value), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+class GcodeWriter:
+    """Collects G-code lines with their position, level and timing geometry."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.positions: list[tuple[float, float, float]] = []
+        self.layers: list[int] = []
+        self.blocks: list[tuple[int, tuple, tuple, float, float]] = []  # (line, start, end, length, feed or 0)
+        self.pos = [math.nan, math.nan, math.nan]
+        self.level = -1
+        self._feed = None
+
+    # -- plain lines ----------------------------------------------------------
+    def line(self, text: str) -> None:
+        if len(text) > MAX_LINE:
+            raise PlanError(f"cam: G-code line longer than {MAX_LINE} characters: {text!r}")
+        self.lines.append(text)
+        self.positions.append(tuple(self.pos))
+        self.layers.append(self.level)
+
+    def comment(self, text: str) -> None:
+        clean = "".join(c if c.isprintable() and c not in "();" else " " for c in text)
+        self.line(f"({clean[:MAX_LINE - 2].strip()})")
+
+    # -- motion ------------------------------------------------------------------
+    def rapid(self, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
+        self._move("G0", (x, y, z), None, "")
+
+    def feed(self, x: float | None, y: float | None, z: float | None, feed: float) -> None:
+        self._move("G1", (x, y, z), feed, "")
+
+    def arc(self, x: float, y: float, z: float, cx: float, cy: float, clockwise: bool, feed: float) -> None:
+        """G2/G3 from the current point to (x, y, z) around centre (cx, cy); the start must be known."""
+        sx, sy, sz = self.pos
+        i, j = _r(cx - sx), _r(cy - sy)
+        ex, ey = _r(x), _r(y)
+        r0 = math.hypot(i, j)
+        a0 = math.atan2(-j, -i)
+        a1 = math.atan2(ey - (sy + j), ex - (sx + i))
+        sweep = (a0 - a1) if clockwise else (a1 - a0)
+        sweep = sweep % (2 * math.pi)
+        if sweep < 1e-9:
+            sweep = 2 * math.pi  # same start and end: a full circle, as G2/G3 with I J means
+        length = math.hypot(r0 * sweep, _r(z) - sz)
+        self._move("G2" if clockwise else "G3", (x, y, z), feed, f" I{fmt(i)} J{fmt(j)}", length)
+
+    def _move(self, code: str, target, feed, extra: str, length: float | None = None) -> None:
+        words = []
+        new = list(self.pos)
+        for axis, value in zip("XYZ", target):
+            if value is None:
+                continue
+            v = _r(value)
+            k = "XYZ".index(axis)
+            if code in ("G2", "G3") or not v == self.pos[k]:
+                words.append(f"{axis}{fmt(v)}")
+            new[k] = v
+        if not words and not extra:
+            return  # already there
+        f_word = ""
+        if feed is not None:
+            f = round(feed, 1)
+            if f != self._feed:
+                f_word = f" F{fmt(f)}"
+                self._feed = f
+        start = tuple(self.pos)
+        self.pos = new
+        self.line(f"{code} {' '.join(words)}{extra}{f_word}")
+        if not any(math.isnan(v) for v in start):
+            chord = math.dist(start, new)
+            self.blocks.append((len(self.lines) - 1, start, tuple(new), chord if length is None else length,
+                                0.0 if feed is None else float(feed)))
+
+    # -- result ------------------------------------------------------------------------
+    def program(self, name: str, max_rate, accel, meta: dict) -> Program:
+        n = len(self.lines)
+        durations = np.zeros(n)
+        if self.blocks:
+            index = np.array([b[0] for b in self.blocks], dtype=np.int64)
+            start = np.array([b[1] for b in self.blocks], dtype=np.float64)
+            end = np.array([b[2] for b in self.blocks], dtype=np.float64)
+            length = np.array([b[3] for b in self.blocks], dtype=np.float64)
+            feed = np.array([b[4] for b in self.blocks], dtype=np.float64)
+            durations[index] = block_durations(start, end, length, feed, np.asarray(max_rate, dtype=np.float64),
+                                               np.asarray(accel, dtype=np.float64))
+        meta = dict(meta, estimated_s=float(durations.sum()))
+        return Program("mill", name, tuple(self.lines), np.arange(1, n + 1), np.asarray(self.layers), durations,
+                       np.asarray(self.positions, dtype=np.float64).reshape(n, 3), meta)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
