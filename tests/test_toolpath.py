@@ -9,7 +9,7 @@ import pytest
 
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import LayerRegions, PathKind, PlanError
-from ismctl.plan.toolpath import (effective_speeds, greedy_order, island_of_points, order_layer,
+from ismctl.plan.toolpath import (_slow_down, effective_speeds, greedy_order, island_of_points, order_layer,
                                   order_layers, seam_vertex)
 
 
@@ -386,6 +386,33 @@ def test_min_print_speed_bounds_the_slow_down():
     out = order_layers([layer(0, [[square(0, 0, 5)]]), layer(1, [[square(0, 0, 5)]])], [], [], s)
     f = out[1].speed_factor
     assert effective_speeds([s.outer_wall_speed], f, s.min_print_speed)[0] == pytest.approx(s.min_print_speed)
+
+
+def _bisected_slow_down(lengths, speeds, travel_s, s):
+    """The factor by bisection on the whole layer's time (what _slow_down solves in closed form)."""
+    def layer_time(f):
+        return (lengths / effective_speeds(speeds, f, s.min_print_speed)).sum() + travel_s
+
+    if layer_time(1.0) >= s.min_layer_time:
+        return 1.0
+    lo, hi = min(1.0, s.min_print_speed / speeds.max()), 1.0
+    if layer_time(lo) <= s.min_layer_time:
+        return lo
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if layer_time(mid) > s.min_layer_time else (lo, mid)
+    return lo
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_slow_down_solves_the_layer_time_exactly(seed):
+    rng = np.random.default_rng(seed)
+    s = SliceSettings(min_layer_time=float(rng.uniform(1, 30)), min_print_speed=float(rng.choice([5.0, 10.0, 25.0])))
+    speeds = rng.choice([8.0, 20.0, 30.0, 45.0, 60.0, 150.0], size=int(rng.integers(1, 30)))
+    lengths = rng.uniform(0.1, 80.0, len(speeds))
+    travel_s = float(rng.uniform(0, 2))
+    assert _slow_down(lengths, speeds, travel_s, s) == pytest.approx(_bisected_slow_down(lengths, speeds, travel_s, s),
+                                                                     rel=1e-12)
 
 
 def test_bad_regions_are_named():

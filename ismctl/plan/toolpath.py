@@ -247,22 +247,29 @@ def effective_speeds(speeds: np.ndarray, factor: float, min_speed: float) -> np.
 
 
 def _slow_down(lengths: np.ndarray, speeds: np.ndarray, travel_s: float, settings: SliceSettings) -> float:
-    """The speed factor that makes the layer take ``min_layer_time`` (1.0 if it already does)."""
-    def layer_time(f):
-        return float((lengths / effective_speeds(speeds, f, settings.min_print_speed)).sum()) + travel_s
+    """The speed factor that makes the layer take ``min_layer_time`` (1.0 if it already does).
 
-    if len(speeds) == 0 or layer_time(1.0) >= settings.min_layer_time:
+    A path at speed v slowed by f takes L / max(v f, min(v, min_print_speed)):
+    between the factors where speeds reach their floor (the knees) the layer
+    time is ``fixed + scaled / f``, solved exactly on each stretch from the top.
+    A layer runs at a handful of speeds, so lengths are summed per speed first.
+    """
+    if len(speeds) == 0:
         return 1.0
-    lo = min(1.0, settings.min_print_speed / float(speeds.max()))  # below this nothing gets slower
-    if layer_time(lo) <= settings.min_layer_time:
-        return lo
-    hi = 1.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if layer_time(mid) > settings.min_layer_time:
-            lo = mid
-        else:
-            hi = mid
+    unique, which = np.unique(speeds, return_inverse=True)
+    floors = np.minimum(unique, settings.min_print_speed)
+    runs = list(zip(np.bincount(which, weights=lengths).tolist(), unique.tolist(), floors.tolist(),
+                    (floors / unique).tolist()))  # (length, speed, floor, knee)
+    target = settings.min_layer_time
+    if sum(length / speed for length, speed, _, _ in runs) + travel_s >= target:
+        return 1.0
+    lo = min(1.0, settings.min_print_speed / float(unique[-1]))  # below this nothing gets slower
+    knees = sorted({lo, 1.0, *(knee for *_, knee in runs if lo < knee < 1.0)}, reverse=True)
+    for upper, lower in zip(knees, knees[1:]):
+        fixed = travel_s + sum(length / floor for length, _, floor, knee in runs if knee > lower)
+        scaled = sum(length / speed for length, speed, _, knee in runs if knee <= lower)
+        if target > fixed and scaled / (target - fixed) >= lower:
+            return min(scaled / (target - fixed), upper)
     return lo
 
 
