@@ -213,6 +213,7 @@ def plan_cam(mesh, stock=None, tool: str = "flat-3", material: str = "PLA", oper
                              f"{t.name!r} (D{t.diameter:g}): left alone")
         before = len(out.lines)
         cam_ops.drill(cutter, fits, settings.peck_depth or t.diameter, material_top)
+        removed += sum(math.pi * t.radius ** 2 * (material_top - h.bottom) for h in fits)
         counts["drill"] = len(out.lines) - before
         if not fits:
             notes.append(f"drill: no hole of {t.diameter:g} mm found")
@@ -307,3 +308,26 @@ def _same(a, b) -> bool:
         return False
     return abs(cam_areas.area_mm2(cam_areas.boolean("difference", a, b))) + abs(
         cam_areas.area_mm2(cam_areas.boolean("difference", b, a))) < 1e-6
+
+
+def plan_cam_from_table(mesh, table: dict, where: str = "[cam]", tool: str = "flat-3", material: str = "PLA",
+                        tooling=None, progress=None) -> CamResult:
+    """``plan_cam`` driven by a TOML table (a job step's ``cam``): ``tool``, ``material``, ``tooling`` (a path),
+    ``stock`` ("60x40x12", "60,40,12" or "+3") override the arguments; every other key is a CamSettings field."""
+    if not isinstance(table, dict):
+        raise PlanError(f"{where}: must be a table, got {type(table).__name__}")
+    rest = dict(table)
+    named = {}
+    for key, default in (("tool", tool), ("material", material), ("stock", None), ("tooling", tooling)):
+        value = rest.pop(key, default)
+        if key in table and not isinstance(value, str):
+            raise PlanError(f"{where}: {key}: must be a string, got {value!r}")
+        named[key] = value
+    stock = Stock.parse(named["stock"]) if named["stock"] is not None else None
+    try:
+        return plan_cam(mesh, stock, named["tool"], named["material"], tooling=named["tooling"],
+                        settings=CamSettings.from_table(rest, where), progress=progress)
+    except PlanError as exc:
+        message = str(exc)
+        raise PlanError(message if message.startswith(where) else f"{where}: {message}") from None
+
