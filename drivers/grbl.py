@@ -395,11 +395,11 @@ class GrblStreamer:
                 self._inflight -= item.nbytes
                 code = int(line[6:]) if line.startswith("error:") and line[6:].isdigit() else None
                 failed = line != "ok"
+                if not failed and item.text.strip().upper() in ("$X", "$H"):
+                    self.locked, self.alarm = False, None
                 if item.query is not None:
                     if failed:
                         item.query.error, item.query.code = describe_error(code) if code is not None else line, code
-                    elif item.query.command.upper() in ("$X", "$H"):
-                        self.locked, self.alarm = False, None
                     item.query.done.set()
                 elif failed:
                     if self._error is None:
@@ -432,8 +432,9 @@ class GrblStreamer:
             self.status = status
             self._statuses += 1
             self._idle_reports = self._idle_reports + 1 if status["state"] in STILL_STATES else 0
-            if status["state"] == "Alarm":
-                self.locked = True
+            self.locked = status["state"] == "Alarm"  # grbl's lock is its Alarm state
+            if not self.locked:
+                self.alarm = None
             self._cv.notify_all()
         self._emit("status", status)
 
@@ -516,7 +517,7 @@ class GrblStreamer:
         data = text.encode("ascii") + b"\n"
         with self._cv:
             self.wait_for(lambda: not self._fifo, timeout, f"grbl did not answer the lines before {text!r}")
-            self._fifo.append(_Pending(len(data), query=query))
+            self._fifo.append(_Pending(len(data), text=text, query=query))
             self._inflight += len(data)
         self._write(data)
         if not query.done.wait(timeout):

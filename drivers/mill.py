@@ -103,7 +103,8 @@ class MillDevice:
                 runtime.set_state("fault", data["text"])
         elif kind == "reset":
             if streamer is not None and streamer.estopped:
-                runtime.set_state("estop", "emergency stop: grbl was reset (0x18)")
+                if runtime.machine.state != "estop":  # else the ALARM:3 before this said it better
+                    runtime.set_state("estop", "emergency stop: grbl was reset (0x18)")
             elif not data["expected"]:
                 runtime.report("event", kind="firmware_reset", job=runtime.current_job)
         elif kind == "message":

@@ -115,6 +115,7 @@ class DriverRuntime:
         self.holding = False  # the supervisor is gone: the job is released, not ended
         self.final_stop = True  # False when the supervisor died: hold the job for its resume
         self.replies = bus.ReplyCache(256)
+        self._last_register = 0.0
         self.sock = self._connect_socket()
         device.attach(self)
 
@@ -203,7 +204,15 @@ class DriverRuntime:
         self.sock.close(linger=200)
         return 0
 
+    def _reregister(self) -> None:
+        """Register again, at most once per heartbeat interval (every message sent meanwhile draws the same answer)."""
+        now = time.monotonic()
+        if now - self._last_register >= self.heartbeat_s:
+            log.warning("the supervisor no longer knows this driver: registering again")
+            self._register()
+
     def _register(self) -> None:
+        self._last_register = time.monotonic()
         self._send("register", {"device": self.name, "device_class": self.device.device_class, "pid": os.getpid(), "state": self.machine.state})
 
     def _send(self, t: str, body: dict, arrays=()) -> None:
@@ -231,7 +240,9 @@ class DriverRuntime:
 
     def _handle(self, msg: Message) -> None:
         if msg.t in ("heartbeat", "reply"):
-            if msg.t == "reply" and msg.body.get("result") != "ok":
+            if msg.t == "reply" and msg.body.get("error") == "register first":
+                self._reregister()  # the supervisor took us for lost (it was busy): we are still here
+            elif msg.t == "reply" and msg.body.get("result") != "ok":
                 log.warning("supervisor answered %s: %s", msg.body.get("result"), msg.body.get("error", ""))
             return
         if msg.t == "estop":  # first, before any bookkeeping
