@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import config as cellconfig
-from . import cam_cmd, slice_cmd, verify_cmd
+from . import cam_cmd, mill_cmd, slice_cmd, verify_cmd
 
 # Modules that bring commands of their own: each has add_parsers(sub), COMMANDS
 # {name: function} and LOCAL_COMMANDS, the ones that need no cell (the bus is not
 # even imported for them, and they exit without the interpreter's teardown).
-COMMAND_MODULES = (slice_cmd, verify_cmd, cam_cmd)
+COMMAND_MODULES = (slice_cmd, verify_cmd, cam_cmd, mill_cmd)
 LOCAL_COMMANDS = frozenset(name for module in COMMAND_MODULES for name in module.LOCAL_COMMANDS)
 from .plan.model import MESH_SUFFIXES
 

@@ -190,3 +190,48 @@ def test_grbl_error_fails_the_job_naming_line_and_text(make_cell):
     assert job["state"] == "failed"
     assert "op 0 ('$H'): grbl answered error:5 (Setting disabled: Homing cycle failure. Homing is not enabled via settings.)" in job["reason"]
     wait_for(lambda: cell.device_state("mill") == "idle", 10, "the mill to be idle again")
+
+
+# ------------------------------------------------ operator commands (CLI)
+def test_jog_line_from_axis_words():
+    from ismctl.mill_cmd import jog_line
+
+    assert jog_line(["X10", "y-2"], 500) == "$J=G91 G21 X10 Y-2 F500"
+    assert jog_line(["Z.5", "X-50.25"], 1200.5, absolute=True) == "$J=G90 G21 X-50.25 Z0.5 F1200.5"
+    for bad, problem in ((["X1", "x2"], "X given twice"), (["A5"], "'A5' is not an axis word"), (["X"], "is not an axis word")):
+        with pytest.raises(ValueError, match=problem):
+            jog_line(bad, 500)
+
+
+def test_home_jog_unlock_commands_through_the_cell(make_cell, tmp_path):
+    import subprocess
+    import sys
+
+    from sim_helpers import REPO
+
+    eeprom = tmp_path / "eeprom.json"
+    eeprom.write_text(json.dumps({"settings": {"20": 1, "22": 1}}))  # soft limits and homing: locked at power-up
+    cell = make_cell(mill=True, mill_sim_args=("--settings", str(eeprom))).start()
+    wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
+
+    def ismctl(*argv):
+        done = subprocess.run([sys.executable, "-m", "ismctl", *argv, "--config", str(cell.config_path), "--state-dir", str(cell.state_dir)],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        return done.returncode, done.stdout + done.stderr
+
+    def mpos():
+        return cell.call("status")["devices"]["mill"]["mpos"]
+
+    assert "'$H'|'$X' to unlock" in cell.call("status")["devices"]["mill"]["reason"]
+    code, out = ismctl("home")
+    assert code == 0 and "homing mill" in out and "home: completed" in out, out
+    wait_for(lambda: mpos() == [-1.0, -1.0, -1.0], 5, "the homed position")
+    code, out = ismctl("jog", "X-10", "Y-5", "--feed", "800")
+    assert code == 0 and "$J=G91 G21 X-10 Y-5 F800" in out, out
+    wait_for(lambda: mpos() == [-11.0, -6.0, -1.0], 5, "the jogged position")
+    code, out = ismctl("jog", "X50")  # past the travel (0..-200): grbl refuses the jog
+    assert code == 1 and "error:15 (Travel exceeded: Jog target exceeds machine travel." in out, out
+    code, out = ismctl("unlock")
+    assert code == 0 and "unlock: completed" in out, out
+    code, out = ismctl("home", "--device", "printer")
+    assert code == 2 and "'printer' is not a mill" in out, out
