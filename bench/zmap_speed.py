@@ -80,6 +80,7 @@ def main() -> None:
           f"{args.tool:g} mm tool")
 
     warm = moves(parse("G0 X1 Y1 Z1\nG1 Z-1 F100\nG1 X3 Y2\n", start=(0, 0, 5)))
+    # the argument types of the timed run (floats, a bool), so this is the specialisation timed below
     run(zmap_kernels.sweep, warm, Grid(0.0, 0.0, 0.1, 50, 50), Stock((0, 0, -2), (5, 5, 0)), 1.0, args.ball)
     print("numba: kernel compiled or loaded from its cache and run once before timing")
 

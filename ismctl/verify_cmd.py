@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -38,34 +39,30 @@ class UsageError(ValueError):
     """A problem with the command line or the files it names (exit 2)."""
 
 
-def _triple_pair(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 6:
-        raise argparse.ArgumentTypeError(f"--stock takes six numbers x0,y0,z0,x1,y1,z1 (mm), got {text!r}")
-    return tuple(values[:3]), tuple(values[3:])
+def _numbers(count: int, what: str):
+    """An argparse type: ``count`` comma-separated finite numbers."""
+    def convert(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
+        return values
+    return convert
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"takes a number > 0, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"takes a number >= 0, got {text!r}")
-    return value
+def _millimetres(zero_allowed: bool):
+    """An argparse type: a finite number of mm, > 0 (or >= 0 when ``zero_allowed``)."""
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value >= 0 if zero_allowed else value > 0)):
+            raise argparse.ArgumentTypeError(f"takes a number {'>=' if zero_allowed else '>'} 0, got {text!r}")
+        return value
+    return convert
 
 
 def add_parsers(sub) -> None:
@@ -77,19 +74,19 @@ def add_parsers(sub) -> None:
     p.add_argument("program", type=Path, help="grbl G-code file (.nc, .gcode, .ngc)")
     p.add_argument("--mesh", type=Path, required=True, help="the finished part (STL, OBJ, 3MF), in work coordinates")
     stock = p.add_mutually_exclusive_group()
-    stock.add_argument("--stock", type=_triple_pair, metavar="X0,Y0,Z0,X1,Y1,Z1", help="the stock box corners (mm)")
-    stock.add_argument("--margin", type=_non_negative, default=0.0, metavar="MM",
+    stock.add_argument("--stock", type=_numbers(6, "six numbers x0,y0,z0,x1,y1,z1 (mm)"), metavar="X0,Y0,Z0,X1,Y1,Z1", help="the stock box corners (mm)")
+    stock.add_argument("--margin", type=_millimetres(zero_allowed=True), default=0.0, metavar="MM",
                        help="stock = the part's bounding box grown by MM in X, Y and on top (default 0)")
     tool = p.add_argument_group("tool (one of: --tool-diameter, --tool NAME, --config with a mill)")
     tool.add_argument("--tool", metavar="NAME", help="a tool in the tooling table (default: the --config mill's tool)")
     tool.add_argument("--tooling", type=Path, metavar="FILE", help="tooling table TOML (default: the --config mill's, "
                                                                     "else the bundled one)")
-    tool.add_argument("--tool-diameter", type=_positive, metavar="MM", help="a tool given by size instead of by name")
+    tool.add_argument("--tool-diameter", type=_millimetres(zero_allowed=False), metavar="MM", help="a tool given by size instead of by name")
     tool.add_argument("--tool-shape", choices=("flat", "ball"), default="flat", help="with --tool-diameter (default flat)")
     tool.add_argument("--config", type=Path, help="a cell config: its mill's tool and tooling table")
-    p.add_argument("--start", metavar="X,Y,Z", help="where the tool is before the first line (work mm; default unknown)")
-    p.add_argument("--grid", type=_positive, default=0.1, metavar="MM", help="Z-map cell size (default 0.1)")
-    p.add_argument("--tolerance", type=_non_negative, default=0.05, metavar="MM",
+    p.add_argument("--start", type=_numbers(3, "three numbers X,Y,Z (mm)"), metavar="X,Y,Z", help="where the tool is before the first line (work mm; default unknown)")
+    p.add_argument("--grid", type=_millimetres(zero_allowed=False), default=0.1, metavar="MM", help="Z-map cell size (default 0.1)")
+    p.add_argument("--tolerance", type=_millimetres(zero_allowed=True), default=0.05, metavar="MM",
                    help="cuts below the part deeper than this are gouges (default 0.05)")
     p.add_argument("--png", type=Path, metavar="FILE", help="write the height map (gouges in red) as a PNG")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -136,18 +133,6 @@ def resolve_tool(args):
         raise UsageError(str(exc)) from None
 
 
-def _start(text: str | None):
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 3:
-        raise UsageError(f"--start takes three numbers X,Y,Z (mm), got {text!r}")
-    return values
-
-
 def run(args, progress=None):
     """Parse, load, simulate, compare: -> ZmapReport (raises UsageError or GcodeError)."""
     from .grbl_gcode import parse
@@ -161,11 +146,11 @@ def run(args, progress=None):
     tool = resolve_tool(args)
     step(STEPS[0], 0)
     text = args.program.read_text(encoding="ascii", errors="replace")  # the parser names a non-ASCII line
-    program = parse(text, args.program.name, start=_start(args.start))
+    program = parse(text, args.program.name, start=args.start)
     step(STEPS[1], 1)
     try:
         mesh = load_mesh(args.mesh)
-        stock = Stock(*args.stock) if args.stock else Stock.around(mesh, args.margin)
+        stock = Stock(args.stock[:3], args.stock[3:]) if args.stock else Stock.around(mesh, args.margin)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
     step(STEPS[2], 2)

@@ -64,8 +64,13 @@ class Stock:
     hi: tuple[float, float, float]
 
     def __post_init__(self) -> None:
-        if not all(math.isfinite(v) for v in (*self.lo, *self.hi)):
-            raise PlanError(f"stock {self.lo}..{self.hi}: corners must be finite numbers")
+        try:  # plain floats: the kernels compile once per argument type
+            object.__setattr__(self, "lo", tuple(float(v) for v in self.lo))
+            object.__setattr__(self, "hi", tuple(float(v) for v in self.hi))
+        except (TypeError, ValueError):
+            raise PlanError(f"stock {self.lo}..{self.hi}: corners must be numbers") from None
+        if len(self.lo) != 3 or len(self.hi) != 3 or not all(math.isfinite(v) for v in (*self.lo, *self.hi)):
+            raise PlanError(f"stock {self.lo}..{self.hi}: corners must be three finite numbers each")
         if not all(h > lo for lo, h in zip(self.lo, self.hi)):
             raise PlanError(f"stock {self.lo}..{self.hi}: every side must have a positive length")
 
@@ -175,8 +180,8 @@ def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid):
     height = np.full(grid.shape, float(stock.hi[2]))
     cutter = zmap_kernels.empty_cutter(grid.shape)
     max_cut = np.zeros(len(path))
-    zmap_kernels.sweep(height, cutter, grid.x0, grid.y0, grid.cell, path.start, path.end, path.op,
-                       tool.radius, tool.shape == "ball", float(stock.lo[2]), max_cut)
+    zmap_kernels.sweep(height, cutter, float(grid.x0), float(grid.y0), float(grid.cell), path.start, path.end,
+                       path.op, float(tool.radius), tool.shape == "ball", stock.lo[2], max_cut)
     return height, cutter, path, max_cut
 
 

@@ -1,5 +1,5 @@
-"""The Z-map as a PNG a person can read: material height on a colour ramp (stock
-bottom dark blue, stock top light yellow), gouges in red, seen from above with Y up,
+"""The Z-map as a PNG a person can read: material height on a colour ramp (the deepest
+cut dark blue, the stock top light yellow), gouges in red, seen from above with Y up,
 with the title and legend bands of the layer previews (:func:`ismctl.preview.draw_bands`)."""
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def render(report: ZmapReport, out: Path, size: int = 800) -> Path:
     factor = max(1, math.ceil(max(grid.nx, grid.ny) / size))
     height = _pool(report.height, factor, np.mean)
     gouge = _pool(report.gouge, factor, np.any)  # a one-cell gouge stays visible when shrunk
-    rgb = colour_ramp((height - stock.lo[2]) / (stock.hi[2] - stock.lo[2]))
+    low, top = float(min(report.height.min(), stock.hi[2] - 1e-3)), float(stock.hi[2])  # ramp over what was cut
+    rgb = colour_ramp((height - low) / (top - low))
     rgb[gouge] = GOUGE_RGB
     picture = Image.fromarray(np.ascontiguousarray(rgb[::-1]), "RGB")  # row 0 is the lowest Y
     scale = size / max(picture.width, picture.height)
@@ -57,8 +58,8 @@ def render(report: ZmapReport, out: Path, size: int = 800) -> Path:
     verdict = "clean" if report.clean else f"{int(report.gouge.sum())} gouged cells, {len(report.collisions)} rapid collisions"
     title = (f"Z-map {grid.nx} x {grid.ny} cells of {grid.cell:g} mm   "
              f"{report.tool.shape} {report.tool.diameter:g} mm   {verdict}")
-    legend = [(tuple(int(c) for c in _RAMP[0]), f"z {stock.lo[2]:g}"),
-              (tuple(int(c) for c in _RAMP[-1]), f"z {stock.hi[2]:g}"),
+    legend = [(tuple(int(c) for c in _RAMP[0]), f"z {low:.3g}"),
+              (tuple(int(c) for c in _RAMP[-1]), f"z {top:.3g} (stock top)"),
               (GOUGE_RGB, f"gouge > {report.tolerance:g} mm")]
     draw_bands(draw, size, band, font, title, legend)
     out = Path(out)

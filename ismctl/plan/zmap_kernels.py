@@ -12,7 +12,9 @@ point its swept volume reaches over that cell's centre, computed exactly:
 * ball end mill: the swept sphere (centre r above the tip) is a capsule; its lowest
   point over the centre is the lower intersection of the vertical line with the
   capsule's cylinder (if that point lies between the end discs) or with one of the
-  two end spheres.  The shank above the ball never reaches lower than the ball.
+  two end spheres.  For a level move that is simply the ball's height at the XY
+  distance to the path (the common case, a third of the work).  The shank above the
+  ball never reaches lower than the ball.
 
 Only the cells in a segment's bounding box (grown by r) are visited, and of those
 only the ones still higher than the segment's lowest tip (overlapping passes at one
@@ -58,8 +60,26 @@ def lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2):
 
 
 @njit(cache=True)
-def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2):
-    """Lowest point of a ball end mill (sphere centre r above the tip) swept from A to B, over (cx, cy)."""
+def lowest_ball_level(cx, cy, ax, ay, z, dx, dy, a, r, r2):
+    """A level move (or a point): the ball reaches lowest over (cx, cy) where the path comes
+    nearest in XY, so one distance gives it (``a`` = dx^2 + dy^2)."""
+    px = cx - ax
+    py = cy - ay
+    t = 0.0
+    if a > _FLAT_EPS:
+        t = min(max((px * dx + py * dy) / a, 0.0), 1.0)
+    ex = px - t * dx
+    ey = py - t * dy
+    d2 = ex * ex + ey * ey
+    if d2 > r2:
+        return math.inf
+    return z + r - math.sqrt(r2 - d2)
+
+
+@njit(cache=True)
+def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2, ux, uy, uz, horiz, length):
+    """A sloped move: the lowest point over (cx, cy) of the capsule the ball's centre (r above
+    the tip) sweeps; ``u`` is the unit direction, ``horiz`` = 1 - uz^2, ``length`` the 3D length."""
     best = math.inf
     wx = cx - ax
     wy = cy - ay
@@ -71,23 +91,14 @@ def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2):
     qb = ex * ex + ey * ey
     if qb <= r2:
         best = min(best, bz + r - math.sqrt(r2 - qb))
-    dx = bx - ax
-    dy = by - ay
-    dz = bz - az
-    length = math.sqrt(dx * dx + dy * dy + dz * dz)
-    if length > 0.0:
-        ux = dx / length
-        uy = dy / length
-        uz = dz / length
-        horiz = 1.0 - uz * uz
-        if horiz > _VERTICAL_EPS:
-            p = wx * ux + wy * uy
-            disc = p * p * uz * uz - horiz * (q - p * p - r2)
-            if disc >= 0.0:
-                zeta = (p * uz - math.sqrt(disc)) / horiz
-                s = p + zeta * uz
-                if 0.0 <= s <= length:
-                    best = min(best, az + r + zeta)
+    if horiz > _VERTICAL_EPS:
+        p = wx * ux + wy * uy
+        disc = p * p * uz * uz - horiz * (q - p * p - r2)
+        if disc >= 0.0:
+            zeta = (p * uz - math.sqrt(disc)) / horiz
+            s = p + zeta * uz
+            if 0.0 <= s <= length:
+                best = min(best, az + r + zeta)
     return best
 
 
@@ -104,6 +115,17 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         i1 = min(nx - 1, int(math.ceil((max(ax, bx) + radius - x0) / cell - 0.5)))
         j0 = max(0, int(math.floor((min(ay, by) - radius - y0) / cell - 0.5)))
         j1 = min(ny - 1, int(math.ceil((max(ay, by) + radius - y0) / cell - 0.5)))
+        dx = bx - ax
+        dy = by - ay
+        dz = bz - az
+        a = dx * dx + dy * dy
+        length = math.sqrt(a + dz * dz)
+        ux = uy = uz = horiz = 0.0
+        if length > 0.0:
+            ux = dx / length
+            uy = dy / length
+            uz = dz / length
+            horiz = 1.0 - uz * uz
         deepest = 0.0
         reach = max(min(az, bz), floor)  # no part of the tool gets lower than its lowest tip
         for j in range(j0, j1 + 1):
@@ -112,10 +134,12 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
                 if height[j, i] <= reach:  # already cut as deep as this segment can: most cells of a pass
                     continue
                 cx = x0 + (i + 0.5) * cell
-                if ball:
-                    z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2)
-                else:
+                if not ball:
                     z = lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2)
+                elif dz == 0.0:
+                    z = lowest_ball_level(cx, cy, ax, ay, az, dx, dy, a, radius, r2)
+                else:
+                    z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2, ux, uy, uz, horiz, length)
                 z = max(z, floor)
                 if z < height[j, i]:
                     deepest = max(deepest, height[j, i] - z)

@@ -31,7 +31,19 @@ def lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2):
     return np.where((disc >= 0.0) & (t0 <= t1), z, np.inf)
 
 
-def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2):
+def lowest_ball_level(cx, cy, ax, ay, z, dx, dy, a, r, r2):
+    px = cx - ax
+    py = cy - ay
+    t = 0.0
+    if a > _FLAT_EPS:
+        t = np.minimum(np.maximum((px * dx + py * dy) / a, 0.0), 1.0)
+    ex = px - t * dx
+    ey = py - t * dy
+    d2 = ex * ex + ey * ey
+    return np.where(d2 <= r2, z + r - np.sqrt(np.maximum(r2 - d2, 0.0)), np.inf)
+
+
+def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2, ux, uy, uz, horiz, length):
     wx = cx - ax
     wy = cy - ay
     q = wx * wx + wy * wy
@@ -40,20 +52,13 @@ def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2):
     qb = ex * ex + ey * ey
     best = np.where(q <= r2, az + r - np.sqrt(np.maximum(r2 - q, 0.0)), np.inf)
     best = np.minimum(best, np.where(qb <= r2, bz + r - np.sqrt(np.maximum(r2 - qb, 0.0)), np.inf))
-    dx = bx - ax
-    dy = by - ay
-    dz = bz - az
-    length = np.sqrt(dx * dx + dy * dy + dz * dz)
-    if length > 0.0:
-        uz = dz / length
-        horiz = 1.0 - uz * uz
-        if horiz > _VERTICAL_EPS:
-            p = wx * (dx / length) + wy * (dy / length)
-            disc = p * p * uz * uz - horiz * (q - p * p - r2)
-            zeta = (p * uz - np.sqrt(np.maximum(disc, 0.0))) / horiz
-            s = p + zeta * uz
-            hit = (disc >= 0.0) & (s >= 0.0) & (s <= length)
-            best = np.minimum(best, np.where(hit, az + r + zeta, np.inf))
+    if horiz > _VERTICAL_EPS:
+        p = wx * ux + wy * uy
+        disc = p * p * uz * uz - horiz * (q - p * p - r2)
+        zeta = (p * uz - np.sqrt(np.maximum(disc, 0.0))) / horiz
+        s = p + zeta * uz
+        hit = (disc >= 0.0) & (s >= 0.0) & (s <= length)
+        best = np.minimum(best, np.where(hit, az + r + zeta, np.inf))
     return best
 
 
@@ -76,10 +81,19 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
             continue
         cx = x0 + (np.arange(i0, i1 + 1) + 0.5) * cell
         cy = (y0 + (np.arange(j0, j1 + 1) + 0.5) * cell)[:, None]
-        if ball:
-            z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2)
-        else:
+        dx, dy, dz = bx - ax, by - ay, bz - az
+        a = dx * dx + dy * dy
+        length = np.sqrt(a + dz * dz)
+        ux = uy = uz = horiz = 0.0
+        if length > 0.0:
+            ux, uy, uz = dx / length, dy / length, dz / length
+            horiz = 1.0 - uz * uz
+        if not ball:
             z = lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2)
+        elif dz == 0.0:
+            z = lowest_ball_level(cx, cy, ax, ay, az, dx, dy, a, radius, r2)
+        else:
+            z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2, ux, uy, uz, horiz, length)
         z = np.maximum(z, floor)
         lower = z < window
         if lower.any():
