@@ -235,3 +235,31 @@ def test_home_jog_unlock_commands_through_the_cell(make_cell, tmp_path):
     assert code == 0 and "unlock: completed" in out, out
     code, out = ismctl("home", "--device", "printer")
     assert code == 2 and "'printer' is not a mill" in out, out
+
+
+# ------------------------------------------------ an independent grbl host
+def test_grbls_own_stream_algorithm_runs_the_program_exactly(tmp_path):
+    """tests/hosts/grbl_stream.py (grbl's doc/script/stream.py, in Python 3) against the simulator."""
+    import subprocess
+    import sys
+
+    from sim_helpers import REPO
+
+    eeprom, program_file, settings_file = tmp_path / "eeprom.json", tmp_path / "pocket.nc", tmp_path / "settings.nc"
+    program = mill_program(1500)
+    program_file.write_text("\n".join(program) + "\n")
+    settings_file.write_text("$110=800\n$22=1\n$20=1\n")
+    exec_log, stats = tmp_path / "exec.log", tmp_path / "stats.json"
+    sim = Sim("--speed", "max", "--exec-log", str(exec_log), "--stats", str(stats), "--settings", str(eeprom), module="firmware_sim.mill", connect=False)
+    try:
+        host = [sys.executable, str(REPO / "tests" / "hosts" / "grbl_stream.py"), "--wake-wait", "0.3"]
+        done = subprocess.run([*host, "-q", str(program_file), sim.address], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        settings = subprocess.run([*host, "-s", str(settings_file), sim.address], capture_output=True, text=True, timeout=60)
+        assert settings.returncode == 0 and settings.stdout.count("REC: ok") == 3, settings.stdout
+    finally:
+        sim.stop()
+    assert exec_log.read_text().splitlines() == program
+    counters = json.loads(stats.read_text())["counters"]
+    assert counters["rx_overflows"] == 0 and counters["errors"] == 0
+    assert json.loads(eeprom.read_text())["settings"]["110"] == 800 and json.loads(eeprom.read_text())["settings"]["20"] == 1
