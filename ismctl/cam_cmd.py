@@ -15,6 +15,8 @@ from pathlib import Path
 from .plan.cam_settings import OPERATIONS, POCKET_STYLES
 from .plan.model import PlanError
 from .slice_cmd import StepBar, _fmt_duration
+from .verify_cmd import UsageError
+from .verify_cmd import _mill_device as mill_device
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_COMMANDS = ("cam",)
@@ -30,10 +32,6 @@ examples:
   ismctl cam part.stl --config configs/demo-cell.toml
                                                  the tool, material and tooling table of the cell's mill
 """
-
-
-class UsageError(Exception):
-    """A bad option or config: exit 2."""
 
 
 def _ops(text: str) -> tuple[str, ...]:
@@ -81,16 +79,7 @@ def _mill_defaults(config_path: Path | None) -> tuple[str, str, Path | None]:
     """Tool, material and tooling table of the cell's mill (empty when there is no config)."""
     if config_path is None:
         return "", "", None
-    from . import config as cellconfig
-
-    try:
-        cell = cellconfig.load(config_path)
-    except (cellconfig.ConfigError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-    mills = [d for d in cell.devices.values() if d.device_class == "mill"]
-    if not mills:
-        raise UsageError(f"{config_path}: the cell has no mill")
-    mill = mills[0]
+    mill = mill_device(config_path)
     return getattr(mill, "tool", ""), getattr(mill, "material", ""), getattr(mill, "tooling", None)
 
 

@@ -273,8 +273,10 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
             c.out.comment(f"profile z {z:.3f}")
             unchanged = previous_forbidden is not None and _same(previous_forbidden, forbidden)
             entry = z_above if ("pocket" in ops or unchanged) else material_top
+            # without pocket clearing the stock around the profile is uncut: no link across it, lift instead
+            links = outer if "pocket" in ops else []
             for loop in cam_ops.outer_rings(keep, clearance, stepover, reach)[-1]:
-                c.cut_loop(cam_ops.directed(loop, settings.climb), z, outer, entry)
+                c.cut_loop(cam_ops.directed(loop, settings.climb), z, links, entry)
             counts["profile"] = counts.get("profile", 0) + len(c.out.lines) - before
         previous_forbidden = forbidden
         z_above = z

@@ -177,7 +177,10 @@ def face(c: Cutter, levels: np.ndarray, stepover: float) -> None:
     for k, z in enumerate(levels):
         c.out.level = k
         c.out.comment(f"face z {z:.3f}")
-        c.travel_down((left, ys[0]), z) if k == 0 else c.out.feed(None, None, z, c.plunge_rate)
+        if k == 0:
+            c.travel_down((left, ys[0]), z)
+        else:  # still beside the stock, where the last level ended
+            c.out.feed(None, None, z, c.plunge_rate)
         for i, y in enumerate(ys):
             a, b = (left, right) if i % 2 == 0 else (right, left)
             c.out.feed(a, y, z, c.feed_rate)

@@ -203,12 +203,12 @@ def load_tooling(path: Path | str | None = None) -> Tooling:
         raise PlanError(f"{source}: cannot read the tooling table: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PlanError(f"{source}: not valid TOML: {exc}") from None
-    root = _Table(source, "", data)
-    root.prefix = "(top level)"
+    unknown = sorted(set(data) - {"tools", "materials"})
+    if unknown:
+        raise PlanError(f"{source}: {unknown[0]}: unknown table (a tooling table has [tools.NAME] and "
+                        f"[materials.NAME])")
     tools_table = _Table(source, "tools", data.get("tools", {}))
     materials_table = _Table(source, "materials", data.get("materials", {}))
-    root.read.update(("tools", "materials"))
-    root.done()
     tools = {name: _read_tool(source, name, t) for name, t in tools_table.table.items()}
     materials = {name: _read_material(source, name, m) for name, m in materials_table.table.items()}
     if not tools:
