@@ -96,6 +96,14 @@ def _ended(summary: dict) -> bool:
     return summary.get("step", 0) < len(steps) and steps[summary["step"]]["state"] == "interrupted"
 
 
+def _where(summary: dict) -> str:
+    text = f"job {summary['id']} is {summary['state']}"
+    if summary.get("kind") == "graph" and summary["step"] < summary["n_steps"]:
+        step = summary["steps"][summary["step"]]
+        text += f" at step {step['index'] + 1}/{summary['n_steps']} ({step['label']}{' on ' + step['device'] if step['device'] else ''})"
+    return text + (f": {summary['reason']}" if summary["reason"] else "")
+
+
 def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | None:
     """Follow events until ``job_id`` (a job or a job graph) ends, or forever when None; return its final state."""
     interactive = out.isatty()
@@ -103,13 +111,16 @@ def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | 
     followed = _Followed(job_id)
     telemetry: dict[str, dict] = {}  # by device; "" holds the latest (for a job whose device is not known yet)
     state = None
-    last_print = next_poll = 0.0
+    next_poll = 0.0
+    last_print: dict[int, float] = {}  # by job: a new step's first progress always shows
     try:
         while True:
             now = time.monotonic()
             if job_id is not None and now >= next_poll:
                 next_poll = now + POLL_S
                 summary = client.call("job", job=job_id)["job"]
+                if state is None:  # events only tell what changes: first say where the job is
+                    out.write(_where(summary) + "\n")
                 followed.update(summary)
                 state = summary["state"]
                 if _ended(summary):
@@ -119,8 +130,8 @@ def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | 
                 continue
             topic, body = item
             if topic == "job.progress":
-                if followed.shows(body["job"]) and (interactive or now - last_print > 2.0):
-                    last_print = now
+                if followed.shows(body["job"]) and (interactive or now - last_print.get(body["job"], 0.0) > 2.0):
+                    last_print[body["job"]] = now
                     device = followed.devices.get(body["job"], "")
                     line = progress_line(followed.label(body["job"]), body, telemetry.get(device, {}))
                     out.write(f"\r{line:<120}" if interactive else line + "\n")

@@ -84,6 +84,7 @@ class Supervisor:
         self.deferred: list[Deferred] = []
         self.graphs = GraphBook(self.store, self.book, self.publish)
         self.estop_started: float | None = None
+        self.estop_told: set[str] = set()  # devices sent an e-stop since the last reset: each is reset, confirmed or not
         self._next_heartbeat = 0.0
         self.client_handlers = {
             "ping": self.on_ping,
@@ -460,6 +461,7 @@ class Supervisor:
             if link.identity is not None:
                 self.drivers.send(link.identity, estop)
         self.estop_started = time.monotonic()
+        self.estop_told |= {name for name, link in self.devices.items() if link.identity is not None}
         self.cell.trigger_or_refuse("estop")
         for job in list(self.book.jobs.values()):
             if job.state in ("running", "paused"):
@@ -473,27 +475,43 @@ class Supervisor:
         unsafe = [f"{n} is {d.state}" for n, d in self.devices.items() if d.state not in SAFE_DEVICE_STATES]
         return "devices not safe yet: " + ", ".join(unsafe) if unsafe else ""
 
+    def _still_stopping(self) -> str:
+        """Devices told to e-stop that have not reported it yet (a reset must not overtake their halt)."""
+        pending = [f"{n} is {self.devices[n].state}" for n in sorted(self.estop_told) if self.devices[n].state not in ("estop", "disconnected")]
+        return "e-stop not confirmed yet: " + ", ".join(pending) if pending else ""
+
     def on_reset(self, identity, msg):
         if self.cell.state not in ("estopped", "faulted"):
             return self.factory.reply(msg, Result.OK, state=self.cell.state, note="nothing to reset")
-        for name, link in self.devices.items():
-            if link.state in ("estop", "fault"):
-                if link.identity is not None:
-                    self.drivers.send(link.identity, self.factory.make("device_reset"))
-                self.power_cycle(name)
+        devices_reset = False
 
         def done():
+            # First every halt is confirmed, then every halted device is reset, then all must be safe.
+            nonlocal devices_reset
+            if not devices_reset:
+                if self._still_stopping():
+                    return None
+                self._reset_devices()
+                devices_reset = True
             if self._devices_not_safe():
                 return None
+            self.estop_told.clear()
             self.cell.trigger_or_refuse("reset")
             self.publish("cell.state", state=self.cell.state)
             return self.factory.reply(msg, Result.OK, state=self.cell.state)
 
         def timeout():
-            return self.factory.reply(msg, Result.EXECUTION_ERROR, self._devices_not_safe(), state=self.cell.state)
+            return self.factory.reply(msg, Result.EXECUTION_ERROR, self._still_stopping() or self._devices_not_safe(), state=self.cell.state)
 
         self.deferred.append(Deferred(identity, msg, time.monotonic() + 30.0, done, timeout))
         return None
+
+    def _reset_devices(self) -> None:
+        for name, link in self.devices.items():
+            if name in self.estop_told or link.state in ("estop", "fault"):
+                if link.identity is not None:
+                    self.drivers.send(link.identity, self.factory.make("device_reset"))
+                self.power_cycle(name)
 
     # ---------------------------------------------------------------- drivers
     def _link_of(self, identity: bytes) -> DeviceLink | None:

@@ -237,7 +237,7 @@ class GraphBook:
             elif graph.state == "transferring" and graph.transfer_ends is not None and now >= graph.transfer_ends:
                 step = self.current(graph)
                 self._set_step(graph, step, "done", f"transferred in {step.transfer_s:g} s")
-                self._transition(graph, "transferred", f"step {step.idx}: the part is on {self._next_device(graph, step)}")
+                self._transition(graph, "transferred", f"step {step.idx + 1}: the part is on {self._next_device(graph, step)}")
                 graph.transfer_ends = None
                 self._advance(graph, now)
 
@@ -260,7 +260,7 @@ class GraphBook:
             job = self.book.jobs[step.job_id]
             if job.state == "held":
                 why = "the steps before it completed" if step.idx else "every step is planned"
-                self.book.transition(job, "release", f"step {step.idx} of job graph {graph.id}: {why}")
+                self.book.transition(job, "release", f"step {step.idx + 1} of job graph {graph.id}: {why}")
                 self.publish("job.state", job=job.id, state=job.state, graph=graph.id, step=step.idx)
             elif job.state in ("failed", "cancelled"):
                 self._end(graph, "fail" if job.state == "failed" else "cancel", job)
@@ -287,7 +287,7 @@ class GraphBook:
     def _end(self, graph: Graph, trigger: str, cause) -> None:
         """Fail or cancel the graph because of ``cause`` (a step's job) and cancel its later steps."""
         step = self.step_of[cause.id][1]
-        reason = f"step {step} ({cause.record.name} on {cause.record.device}) {cause.state}: {cause.record.reason}"
+        reason = f"step {step + 1} ({cause.record.name} on {cause.record.device}) {cause.state}: {cause.record.reason}"
         self.cancel_steps(graph, f"job graph {graph.id} ended: {reason}")
         self._transition(graph, trigger, reason)
 
@@ -319,7 +319,7 @@ class GraphBook:
             return f"job {graph.id} is {graph.state}, not waiting for an operator's hand-off"
         step = self.current(graph)
         self._set_step(graph, step, "done", "confirmed by operator")
-        self._transition(graph, "confirm", f"step {step.idx}: hand-off confirmed by operator")
+        self._transition(graph, "confirm", f"step {step.idx + 1}: hand-off confirmed by operator")
         self._advance(graph, now)
         return ""
 

@@ -1,0 +1,254 @@
+"""Job graphs through a real cell: steps in order across hand-offs, confirm, failure, e-stop, restart.
+
+Until a test names the mill, the graphs run both device steps on the one
+printer (print, hand-off: turn the part over, print again): what is checked is
+the order and the hand-off, which do not depend on the device class.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, wait_for
+from test_supervisor import ismctl
+
+from drivers.marlin import is_host_command
+from ismctl.client import CommandFailed
+from ismctl.gcode import parse
+from ismctl.supervisor.graphs import GraphError, read_steps
+
+FIRST = "G28\nG1 X10 Y10 F3000\nG1 X12 Y10 F3000\n"
+SECOND = "G1 X20 Y20 F3000\nG1 X22 Y20 F3000\n"
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def executed(cell) -> list[str]:
+    return [line for line in cell.exec_log.read_text().splitlines() if not is_host_command(line)]
+
+
+def commands(text: str) -> list[str]:
+    return [c for c in parse(text).commands if not is_host_command(c)]
+
+
+def job_file(tmp_path, steps: str, name="job.toml") -> str:
+    (tmp_path / "first.gcode").write_text(FIRST)
+    (tmp_path / "second.gcode").write_text(SECOND)
+    path = tmp_path / name
+    path.write_text(steps)
+    return str(path)
+
+
+def submit_graph(cell, *steps, name="graph") -> dict:
+    return cell.call("submit_graph", name=name, steps=list(steps))
+
+
+def refused(cell, t: str, **body) -> dict:
+    with pytest.raises(CommandFailed) as info:
+        cell.call(t, **body)
+    return info.value.reply.body
+
+
+def test_print_operator_handoff_print_runs_in_order_and_confirm_releases_it(make_cell, tmp_path):
+    cell = make_cell().start()
+    cell.wait_idle()
+    path = job_file(tmp_path, '[[steps]]\nfile = "first.gcode"\n[[steps]]\nhandoff = "operator"\n[[steps]]\nfile = "second.gcode"\n')
+    out = ismctl(cell, "submit", path, "--json")
+    assert out.returncode == 0, out.stderr
+    import json
+
+    reply = json.loads(out.stdout)
+    graph, first_job, second_job = reply["job"], reply["steps"][0]["job"], reply["steps"][2]["job"]
+    waiting = cell.wait_job(graph, ("waiting",) + TERMINAL)
+    assert waiting["state"] == "waiting"
+    assert waiting["reason"] == "waiting for operator: move the part from printer to printer"
+    assert [s["state"] for s in waiting["steps"]] == ["completed", "waiting", "held"]
+    assert cell.job(second_job)["state"] == "held"
+    assert executed(cell) == commands(FIRST)  # the second step has not started
+    status = ismctl(cell, "status")
+    assert "waiting for operator: move the part" in status.stdout, status.stdout
+    shown = ismctl(cell, "job", str(graph))
+    assert "100%" in shown.stdout and "held" in shown.stdout and "step 2/3" in shown.stdout, shown.stdout
+
+    plain = cell.call("submit", name="plain.gcode", gcode="G28\n")["job"]
+    cell.wait_job(plain, TERMINAL)
+    assert "not part of a job graph" in refused(cell, "confirm", job=plain)["error"]
+    assert cell.job(second_job)["state"] == "held"  # the plain job ran on the printer; the graph still waits
+
+    confirm = ismctl(cell, "confirm", str(graph))
+    assert confirm.returncode == 0, confirm.stderr
+    done = cell.wait_job(graph, TERMINAL)
+    assert done["state"] == "completed", cell.log_tail()
+    assert [s["state"] for s in done["steps"]] == ["completed", "done", "completed"]
+    assert [s.get("percent") for s in done["steps"]] == [100.0, None, 100.0]
+    assert executed(cell) == commands(FIRST) + ["G28"] + commands(SECOND)
+    assert cell.job(first_job)["graph"] == graph and cell.job(second_job)["step"] == 2
+    again = ismctl(cell, "confirm", str(graph))
+    assert again.returncode == 1 and "not waiting" in again.stderr
+    listing = ismctl(cell, "jobs")
+    assert "step 3/3" in listing.stdout and "- step 1: first.gcode" in listing.stdout, listing.stdout
+    kinds = [e["kind"] for e in cell.call("job", job=graph)["events"]]
+    assert kinds.index("step.waiting") < kinds.index("step.done") < len(kinds) - 1 and kinds[-1] == "completed"
+
+
+def test_auto_handoff_transfers_then_the_next_step_runs_and_watch_follows_the_steps(make_cell, tmp_path):
+    cell = make_cell().start()
+    cell.wait_idle()
+    path = job_file(tmp_path, '[[steps]]\nfile = "first.gcode"\n[[steps]]\nhandoff = "auto"\ntransfer_s = 2\n[[steps]]\nfile = "second.gcode"\n')
+    out = ismctl(cell, "submit", path, "--watch", timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The first step may end before the watch subscribes; the step after the transfer is seen.
+    assert "job 1 is " in out.stdout and "job 1 step 3/3 (second.gcode) [" in out.stdout, out.stdout
+    assert "job 1 completed" in out.stdout
+    graph = cell.call("job", job=1)
+    assert [s["state"] for s in graph["job"]["steps"]] == ["completed", "done", "completed"]
+    events = {e["kind"]: e for e in graph["events"]}
+    assert events["step.transferring"]["reason"] == "moving the part from printer to printer"
+    assert events["step.done"]["reason"] == "transferred in 2 s"
+    started_second = [e for e in cell.call("job", job=3)["events"] if e["kind"] == "running"][0]
+    assert events["step.done"]["ts"] <= started_second["ts"]
+    assert executed(cell) == commands(FIRST) + commands(SECOND)
+
+
+def test_a_cancelled_step_cancels_the_graph_and_the_steps_after_it(make_cell):
+    cell = make_cell(speed=1).start()
+    cell.wait_idle()
+    reply = submit_graph(cell, {"name": "slow.gcode", "gcode": "G28\nG4 S600\n"}, {"handoff": "operator"}, {"name": "second.gcode", "gcode": SECOND})
+    graph, first_job, second_job = reply["job"], reply["steps"][0]["job"], reply["steps"][2]["job"]
+    wait_for(lambda: cell.job(first_job)["state"] == "running", 30, "the first step to run")
+    cell.call("cancel", job=first_job)
+    ended = cell.wait_job(graph, TERMINAL, timeout_s=30)
+    assert ended["state"] == "cancelled"
+    assert ended["reason"] == "step 1 (slow.gcode on printer) cancelled: cancelled by operator"
+    later = cell.job(second_job)
+    assert later["state"] == "cancelled" and later["reason"] == f"job graph {graph} ended: {ended['reason']}"
+    assert [s["state"] for s in ended["steps"]] == ["cancelled", "cancelled", "cancelled"]
+    assert commands(SECOND)[0] not in executed(cell)
+    assert "cancelled" in refused(cell, "cancel", job=graph)["error"]
+
+
+def test_a_step_that_does_not_plan_fails_the_graph_before_anything_runs(make_cell):
+    cell = make_cell().start()
+    cell.wait_idle()
+    body = refused(cell, "submit_graph", name="bad", steps=[
+        {"name": "first.gcode", "gcode": FIRST}, {"handoff": "auto", "transfer_s": 0}, {"name": "broken.gcode", "gcode": "G28\nG1 X1.2.3\n"}])
+    assert body["result"] == "validation_error" and body["step"] == 2 and body["line"] == 2
+    assert "step 3 (broken.gcode on printer) failed" in body["error"] and "X1.2.3" in body["error"]
+    graph = cell.job(body["job"])
+    assert graph["state"] == "failed"
+    assert [s["state"] for s in graph["steps"]] == ["cancelled", "cancelled", "failed"]
+    time.sleep(0.5)
+    assert not cell.exec_log.exists() or executed(cell) == []
+
+
+def test_graph_messages_are_checked_naming_the_step_and_key(make_cell):
+    cell = make_cell().start()
+    gcode = {"name": "a.gcode", "gcode": "G28\n"}
+    for steps, arrays, expected in (
+        ([], [], "steps: a job graph needs at least one step"),
+        ([{"handoff": "operator"}, gcode], [], "steps[0].handoff: a hand-off moves the part between two device steps"),
+        ([gcode, {"handoff": "operator"}, {"handoff": "auto"}, gcode], [], "steps[1].handoff"),
+        ([gcode, {"handoff": "teleport"}, gcode], [], "steps[1].handoff: must be one of"),
+        ([{**gcode, "device": "lathe"}], [], "steps[0].device: unknown device 'lathe'"),
+        ([{**gcode, "colour": 3}], [], "steps[0].colour: unknown key"),
+        ([{"name": "a.stl", "mesh": 1}], [np.zeros(3, np.uint8)], "steps[0].mesh: must index one of the message's 1 arrays"),
+        ([{"name": "a.nc", "gcode": "G0 X1\n"}], [], "steps[0].device: this cell has no mill for a.nc"),
+        ([{"name": "a.stl", "mesh": 0, "cam": {"operations": ["face"]}}], [np.zeros(3, np.uint8)], "steps[0].device: this cell has no mill"),
+        ([3], [], "steps[0]: must be a map"),
+    ):
+        with pytest.raises(CommandFailed) as info:
+            cell.client.call("submit_graph", arrays=arrays, name="g", steps=steps)
+        assert info.value.result == "validation_error" and expected in info.value.reply.body["error"], (steps, info.value.reply.body)
+    assert cell.call("jobs")["jobs"] == []  # nothing refused was stored
+
+
+def test_read_steps_defaults_the_handoff_from_the_cell_config():
+    steps = read_steps([{"name": "a.gcode", "gcode": "G28\n"}, {"handoff": "default"}, {"name": "b.nc", "gcode": "G0 X1\n"}],
+                       [], {"printer": "printer", "mill": "mill"}, "auto", 7.5)
+    assert [(s.kind, s.device, s.mode, s.transfer_s) for s in steps] == [
+        ("device", "printer", "", 0.0), ("handoff", "", "auto", 7.5), ("device", "mill", "", 0.0)]
+    with pytest.raises(GraphError, match=r"steps\[1\].transfer_s: only applies to an auto hand-off"):
+        read_steps([steps_a := {"name": "a.gcode", "gcode": ""}, {"handoff": "operator", "transfer_s": 1}, steps_a], [], {"p": "printer"}, "auto", 1)
+
+
+def test_estop_while_waiting_latches_confirm_until_reset(make_cell):
+    cell = make_cell().start()
+    cell.wait_idle()
+    reply = submit_graph(cell, {"name": "first.gcode", "gcode": FIRST}, {"handoff": "operator"}, {"name": "second.gcode", "gcode": SECOND})
+    graph = reply["job"]
+    cell.wait_job(graph, ("waiting",) + TERMINAL)
+    cell.call("estop")
+    assert refused(cell, "confirm", job=graph)["result"] == "busy"
+    assert cell.job(graph)["state"] == "waiting"  # the hand-off is a person's act: e-stop does not undo it
+    cell.client.timeout_s = 40
+    assert cell.call("reset")["state"] == "ready"
+    cell.client.timeout_s = 5
+    cell.wait_idle()
+    cell.call("confirm", job=graph)
+    assert cell.wait_job(graph, TERMINAL)["state"] == "completed", cell.log_tail()
+
+
+def test_estop_or_pause_during_an_auto_transfer_hands_it_to_the_operator(make_cell):
+    cell = make_cell().start()
+    cell.wait_idle()
+    slow = {"handoff": "auto", "transfer_s": 600}
+    first = submit_graph(cell, {"name": "a.gcode", "gcode": FIRST}, slow, {"name": "b.gcode", "gcode": SECOND})["job"]
+    cell.wait_job(first, ("transferring",) + TERMINAL)
+    assert ismctl(cell, "pause", str(first)).returncode == 0
+    paused = cell.job(first)
+    assert paused["state"] == "waiting"
+    assert paused["reason"] == "transfer stopped by operator pause; waiting for operator: move the part from printer to printer"
+    assert "confirm" in refused(cell, "resume", job=first)["error"]  # the way on is confirm, not resume
+
+    second = submit_graph(cell, {"name": "c.gcode", "gcode": "G28\n"}, slow, {"name": "d.gcode", "gcode": "G28\n"})["job"]
+    cell.wait_job(second, ("transferring",) + TERMINAL)
+    cell.call("estop")
+    assert cell.job(second)["reason"].startswith("transfer stopped by e-stop; waiting for operator")
+    cell.client.timeout_s = 40
+    cell.call("reset")
+    cell.client.timeout_s = 5
+    cell.wait_idle()
+    for graph in (first, second):
+        cell.call("confirm", job=graph)
+        assert cell.wait_job(graph, TERMINAL)["state"] == "completed", cell.log_tail()
+
+
+def test_a_waiting_graph_survives_a_supervisor_restart(make_cell):
+    cell = make_cell().start()
+    cell.wait_idle()
+    reply = submit_graph(cell, {"name": "first.gcode", "gcode": FIRST}, {"handoff": "operator"}, {"name": "second.gcode", "gcode": SECOND},
+                         {"handoff": "auto", "transfer_s": 600}, {"name": "third.gcode", "gcode": "G1 X30 F3000\n"})
+    graph = reply["job"]
+    cell.wait_job(graph, ("waiting",) + TERMINAL)
+    cell.kill_serve(signal.SIGKILL)
+    cell.start()
+    assert cell.job(graph)["state"] == "waiting"
+    cell.wait_idle()
+    cell.call("confirm", job=graph)
+    cell.wait_job(graph, ("transferring",) + TERMINAL)
+    cell.kill_serve(signal.SIGKILL)
+    cell.start()
+    restarted = cell.job(graph)
+    assert restarted["state"] == "waiting"  # a transfer cut short: only an operator knows where the part is
+    assert restarted["reason"].startswith("the supervisor stopped during the transfer")
+    cell.wait_idle()
+    cell.call("confirm", job=graph)
+    assert cell.wait_job(graph, TERMINAL)["state"] == "completed", cell.log_tail()
+    assert executed(cell) == commands(FIRST) + commands(SECOND) + ["G1 X30 F3000"]
+
+
+def test_a_bad_job_file_is_refused_by_the_cli_naming_the_key(make_cell, tmp_path):
+    cell = make_cell()  # not started: the job file is checked before any cell is asked
+    path = job_file(tmp_path, '[[steps]]\nfile = "first.gcode"\ndevice = "lathe"\n')
+    out = ismctl(cell, "submit", path)
+    assert out.returncode == 2 and "steps[0].device: unknown device 'lathe' (this cell has: printer)" in out.stderr, out.stderr
+
+
+def test_help_teaches_confirm_and_job_files():
+    out = subprocess.run([sys.executable, "-m", "ismctl", "confirm", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert "waiting for operator" in out.stdout and "ismctl confirm 4" in out.stdout
+    top = subprocess.run([sys.executable, "-m", "ismctl", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert "hybrid.toml" in top.stdout and "confirm" in top.stdout
