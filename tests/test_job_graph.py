@@ -252,3 +252,35 @@ def test_help_teaches_confirm_and_job_files():
     assert "waiting for operator" in out.stdout and "ismctl confirm 4" in out.stdout
     top = subprocess.run([sys.executable, "-m", "ismctl", "--help"], capture_output=True, text=True, cwd=REPO)
     assert "hybrid.toml" in top.stdout and "confirm" in top.stdout
+
+
+def test_the_example_job_prints_the_bracket_then_drills_it_on_the_mill(make_cell):
+    """configs/hybrid-example.toml: mesh sliced for the printer, operator hand-off, grbl G-code on the mill."""
+    import json
+
+    from ismctl import grbl_gcode
+    from ismctl.execlog import compare_exec_log
+    from ismctl.plan import fdm
+    from ismctl.plan.fdm_settings import SliceSettings
+
+    example = REPO / "configs" / "hybrid-example.toml"
+    cell = make_cell(mill=True).start()
+    cell.wait_idle()
+    cell.wait_idle(name="mill")
+    out = ismctl(cell, "submit", str(example), "--json", timeout=300)
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    graph = reply["job"]
+    assert [(s["kind"], s["device"]) for s in reply["steps"]] == [("device", "printer"), ("handoff", ""), ("device", "mill")]
+    waiting = cell.wait_job(graph, ("waiting",) + TERMINAL, timeout_s=120)
+    assert waiting["reason"] == "waiting for operator: move the part from printer to mill"
+    assert not cell.mill_exec_log.exists() or cell.mill_exec_log.read_text() == ""
+    assert ismctl(cell, "confirm", str(graph)).returncode == 0
+    assert cell.wait_job(graph, TERMINAL, timeout_s=120)["state"] == "completed", cell.log_tail()
+
+    printed = fdm.slice_file(example.parent / "hybrid-example" / "bracket.stl", SliceSettings()).program
+    assert compare_exec_log(printed.commands, cell.exec_log.read_text().splitlines(), is_host_command) == ""
+    milled = grbl_gcode.parse((example.parent / "hybrid-example" / "bore.nc").read_text(), "bore.nc")
+    assert cell.mill_exec_log.read_text().splitlines() == list(milled.commands)
+    status = ismctl(cell, "status")
+    assert "mill" in status.stdout and "spindle" in status.stdout and "hotend" in status.stdout, status.stdout
