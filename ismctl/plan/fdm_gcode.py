@@ -43,6 +43,7 @@ from .fdm_settings import SliceSettings
 from .model import LayerPaths, PathKind, PlanError
 from .motion import move_durations
 from .motion_limits import MotionLimits
+from .rows import copy_items
 from .toolpath import effective_speeds
 
 # record opcodes (one command each) and note kinds (comment lines between records)
@@ -141,7 +142,7 @@ def _write_lines(op, mask, val, arg, note_at, note_kind, note_arg, type_text, ty
     for r in range(n + 1):
         if pos + _LINE_BYTES * 2 > buf.shape[0]:  # room for a note and a record
             grown = np.empty(buf.shape[0] * 3 // 2 + _LINE_BYTES * 2, np.uint8)
-            grown[:pos] = buf[:pos]
+            copy_items(grown, 0, buf, 0, pos)
             buf = grown
         while j < note_at.shape[0] and note_at[j] == r:
             if note_kind[j] == NOTE_LAYER:

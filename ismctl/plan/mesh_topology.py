@@ -64,9 +64,12 @@ def _weld_rows(bits, table, unique, n_unique, index):
             continue
         if n_unique == unique.shape[0]:
             grown = np.empty((2 * n_unique + 16, 3), unique.dtype)
-            grown[:n_unique] = unique[:n_unique]
+            for r in range(n_unique):  # element by element: a slice copy brings Numba's shape-error code
+                for c in range(3):
+                    grown[r, c] = unique[r, c]
             unique = grown
-        unique[n_unique] = bits[i]
+        for c in range(3):
+            unique[n_unique, c] = bits[i, c]
         table[slot] = n_unique
         index[i] = n_unique
         n_unique += 1
@@ -194,7 +197,9 @@ def _half_edges_by_vertex(faces, n_vertices):
             others = np.empty(g1 - g0, np.int32)
             for t in range(g0, g1):
                 others[t - g0] = _high_end(faces, half_edges[t])
-            half_edges[g0:g1] = half_edges[g0:g1][np.argsort(others, kind="mergesort")]
+            by_high_end = half_edges[g0:g1][np.argsort(others, kind="mergesort")]
+            for t in range(g0, g1):
+                half_edges[t] = by_high_end[t - g0]
             continue
         for t in range(g0 + 1, g1):
             he = half_edges[t]

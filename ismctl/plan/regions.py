@@ -34,6 +34,7 @@ from numba import njit
 
 from .fdm_settings import SliceSettings
 from .model import LayerRegions, LayerStack, PlanError
+from .rows import copy_rows
 
 SCALE = 100_000.0  # Clipper units per millimetre (10 nm)
 RESOLUTION = 0.01  # mm: largest deviation allowed when simplifying input loops
@@ -257,7 +258,7 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
             cos_a = nkx * njx + nky * njy
             if n_out + 4 + int(steps_per_circle) >= out.shape[0]:
                 grown = np.empty((2 * out.shape[0] + int(steps_per_circle) + 8, 2), np.int64)
-                grown[:n_out] = out[:n_out]
+                copy_rows(grown, 0, out, 0, n_out)
                 out = grown
             first_of_vertex = n_out
             if _next_point(k, s, e) != j:  # dropped edges between: the lines meet (an overlapping corner)
@@ -311,7 +312,7 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
         m = loop_first
         for i in range(loop_first, n_out):
             if m == loop_first or out[i, 0] != out[m - 1, 0] or out[i, 1] != out[m - 1, 1]:
-                out[m] = out[i]
+                copy_rows(out, m, out, i, 1)
                 m += 1
         while m - loop_first > 1 and out[m - 1, 0] == out[loop_first, 0] and out[m - 1, 1] == out[loop_first, 1]:
             m -= 1
@@ -367,7 +368,7 @@ def _corner_too_close(px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance,
     n = tips.shape[0]
     outline = np.empty((n + 2, 2))
     outline[0, 0], outline[0, 1] = px + nkx * delta, py + nky * delta
-    outline[1:n + 1] = tips
+    copy_rows(outline, 1, tips, 0, n)
     outline[n + 1, 0], outline[n + 1, 1] = px + njx * delta, py + njy * delta
     limit = guard_distance - arc_tolerance
     for loop in range(guard_start.shape[0] - 1):
@@ -535,7 +536,7 @@ def _select_loops(points, loop_start, keep, reverse):
             continue
         s, e = loop_start[loop], loop_start[loop + 1]
         for i in range(e - s):
-            out[m + i] = points[e - 1 - i] if reverse[loop] else points[s + i]
+            copy_rows(out, m + i, points, e - 1 - i if reverse[loop] else s + i, 1)
         m += e - s
         k += 1
         out_start[k] = m
@@ -878,7 +879,7 @@ def _monotone_chain(points, order):
         while k >= floor and ((hull[k - 1, 0] - hull[k - 2, 0]) * (points[i, 1] - hull[k - 2, 1])
                               - (hull[k - 1, 1] - hull[k - 2, 1]) * (points[i, 0] - hull[k - 2, 0])) <= 0.0:
             k -= 1
-        hull[k] = points[i]
+        copy_rows(hull, k, points, i, 1)
         k += 1
         if rank == n - 1:
             lower_size = k

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from .model import LayerStack, Mesh, PlanError
+from .rows import copy_rows
 
 # Planes cut per pass over the triangles: the raw segments of a pass are held at
 # once (about 100 bytes each), so a 1.4M-triangle part is cut in a few passes of
@@ -276,7 +277,7 @@ def _chains_to_loops(seg_start, start_key, end_key, start_xy, end_xy, gap_tolera
                 n_open += 1
         if n_pts + (s1 - s0) + n_open > points.shape[0]:  # an open chain has one point more than segments
             grown = np.empty((max(2 * points.shape[0], n_pts + (s1 - s0) + n_open), 2), np.float64)
-            grown[:n_pts] = points[:n_pts]
+            copy_rows(grown, 0, points, 0, n_pts)
             points = grown
         # closed loops straight out
         for c in range(n_open, n_chain):
@@ -298,12 +299,12 @@ def _chains_to_loops(seg_start, start_key, end_key, start_xy, end_xy, gap_tolera
             for c in range(n_open):
                 open_start[c] = n_op
                 for r in range(chain_start[c], chain_start[c + 1]):
-                    open_pts[n_op] = start_xy[order[r]]
+                    copy_rows(open_pts, n_op, start_xy, order[r], 1)
                     n_op += 1
-                open_pts[n_op] = end_xy[order[chain_start[c + 1] - 1]]
+                copy_rows(open_pts, n_op, end_xy, order[chain_start[c + 1] - 1], 1)
                 n_op += 1
-                heads[c] = open_pts[open_start[c]]
-                tails[c] = open_pts[n_op - 1]
+                copy_rows(heads, c, open_pts, open_start[c], 1)
+                copy_rows(tails, c, open_pts, n_op - 1, 1)
             open_start[n_open] = n_op
             link = _join_chains(heads, tails, gap_tolerance)
             # a chain is kept if following links from it comes back to it
@@ -406,9 +407,9 @@ def _simplify_loops(points, loop_start, max_deviation):
             if points[i, 0] < points[low, 0] or (points[i, 0] == points[low, 0] and points[i, 1] < points[low, 1]):
                 low = i
         ring = np.empty((n + 1, 2), np.float64)  # the loop from the low anchor, repeated at the end
-        ring[:s0 + n - low] = points[low:s0 + n]
-        ring[s0 + n - low:n] = points[s0:low]
-        ring[n] = points[low]
+        copy_rows(ring, 0, points, low, s0 + n - low)
+        copy_rows(ring, s0 + n - low, points, s0, low - s0)
+        copy_rows(ring, n, points, low, 1)
         keep = np.zeros(n + 1, np.bool_)
         far = 0
         far_d = -1.0
@@ -434,7 +435,7 @@ def _simplify_loops(points, loop_start, max_deviation):
         n_kept += 1
         for i in range(n):
             if keep[i]:
-                out[n_out] = ring[i]
+                copy_rows(out, n_out, ring, i, 1)
                 n_out += 1
     out_start[n_kept] = n_out
     return out[:n_out].copy(), out_start[:n_kept + 1].copy(), kept[:n_kept].copy()
@@ -556,7 +557,7 @@ def _orient_layers(points, loop_start, layer_loops, min_area):
         sub = np.empty((sub_start[n_big], 2), np.float64)
         for r in range(n_big):
             li = big[r]
-            sub[sub_start[r]:sub_start[r + 1]] = points[loop_start[li]:loop_start[li + 1]]
+            copy_rows(sub, sub_start[r], points, loop_start[li], sub_start[r + 1] - sub_start[r])
         depth = _loop_depths(sub, sub_start)
         for r in range(n_big):
             pts = sub[sub_start[r]:sub_start[r + 1]]
@@ -565,9 +566,10 @@ def _orient_layers(points, loop_start, layer_loops, min_area):
             out_start[n_loops] = n_out
             n_loops += 1
             if (_signed_area(pts) > 0) == want_ccw:
-                out[n_out:n_out + m] = pts
+                copy_rows(out, n_out, pts, 0, m)
             else:
-                out[n_out:n_out + m] = pts[::-1]
+                for i in range(m):
+                    out[n_out + i, 0], out[n_out + i, 1] = pts[m - 1 - i, 0], pts[m - 1 - i, 1]
             n_out += m
         out_layers[k + 1] = n_loops
     out_start[n_loops] = n_out

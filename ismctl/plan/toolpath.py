@@ -38,6 +38,7 @@ from numba import njit
 
 from .fdm_settings import SliceSettings
 from .model import LayerPaths, LayerRegions, PathKind, PlanError
+from .rows import copy_rows
 
 # ---------------------------------------------------------------------------
 # kernels
@@ -397,12 +398,11 @@ def _order_group(items, pts, start, closed, seam_mode, prev_seams, reach, nozzle
         exits = np.empty((2 * m, 2))
         owner = np.empty(2 * m, np.int64)
         for t in range(m):
-            head = pts[start[items[t]]]
-            tail = pts[start[items[t] + 1] - 1]
-            cand[2 * t] = head
-            cand[2 * t + 1] = tail
-            exits[2 * t] = tail
-            exits[2 * t + 1] = head
+            head, tail = start[items[t]], start[items[t] + 1] - 1
+            copy_rows(cand, 2 * t, pts, head, 1)
+            copy_rows(cand, 2 * t + 1, pts, tail, 1)
+            copy_rows(exits, 2 * t, pts, tail, 1)
+            copy_rows(exits, 2 * t + 1, pts, head, 1)
             owner[2 * t] = t
             owner[2 * t + 1] = t
         order, chosen = greedy_order(cand, exits, owner, m, nozzle)
@@ -452,7 +452,7 @@ def order_layer(pts, start, closed, slot, in_island, outline_pts, outline_start,
     island = np.full(n_items, -1, np.int64)
     query = np.empty((n_items, 2))
     for i in range(n_items):
-        query[i] = pts[start[i]]
+        copy_rows(query, i, pts, start[i], 1)
     if n_outlines > 1:
         found = island_of_points(query, outline_pts, outline_start)
         for i in range(n_items):
