@@ -15,8 +15,7 @@ from pathlib import Path
 from .plan.cam_settings import OPERATIONS, POCKET_STYLES
 from .plan.model import PlanError
 from .slice_cmd import StepBar, _fmt_duration
-from .verify_cmd import UsageError
-from .verify_cmd import _mill_device as mill_device
+from .verify_cmd import UsageError, mill_device
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_COMMANDS = ("cam",)

@@ -92,7 +92,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _mill_device(config_path: Path):
+def mill_device(config_path: Path):
+    """The first mill of the cell config at ``config_path`` (UsageError naming the file if none)."""
     from . import config as cellconfig
 
     try:
@@ -119,7 +120,7 @@ def resolve_tool(args):
             raise UsageError(str(exc)) from None
     name, tooling = args.tool, args.tooling
     if args.config is not None:
-        mill = _mill_device(args.config)
+        mill = mill_device(args.config)
         name = name or getattr(mill, "tool", "")
         tooling = tooling or getattr(mill, "tooling", None)
         if not name:
