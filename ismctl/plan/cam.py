@@ -174,24 +174,24 @@ def plan_cam(mesh, stock=None, tool: str = "flat-3", material: str = "PLA", oper
     _header(out, part.name, t, m, f, box)
     counts: dict[str, int] = {}
 
+    removed = 0.0
+    facing = "face" in ops and settings.facing_allowance > 0
+    if "face" in ops and not facing:
+        notes.append("face: the facing allowance is 0, nothing to face")
+    material_top = part_top if facing else 0.0  # where the material starts once facing is done
+
     step("levels", 1)
-    levels = cam_features.cutting_levels(part_top, part_bottom, cam_features.floor_heights(part), doc)
+    floors = cam_features.floor_heights(part)
+    levels = cam_features.cutting_levels(material_top, part_bottom, floors[floors < part_top - 1e-3], doc)
     planes, stack = cam_features.sections(part, levels)
     notes.extend(stack.notes)
-    material_top = 0.0
-    removed = 0.0
 
-    if "face" in ops:
+    if facing:
         step("face", 2)
-        if settings.facing_allowance > 0:
-            before = len(out.lines)
-            face_levels = cam_features.cutting_levels(0.0, part_top, np.zeros(0), doc)
-            cam_ops.face(cutter, face_levels, stepover)
-            counts["face"] = len(out.lines) - before
-            material_top = part_top
-            removed += (box[1, 0] * box[1, 1]) * settings.facing_allowance
-        else:
-            notes.append("face: the facing allowance is 0, nothing to face")
+        before = len(out.lines)
+        cam_ops.face(cutter, cam_features.cutting_levels(0.0, part_top, np.zeros(0), doc), stepover)
+        counts["face"] = len(out.lines) - before
+        removed += (box[1, 0] * box[1, 1]) * settings.facing_allowance
 
     step("levels-cut", 3)
     if "pocket" in ops or "profile" in ops:
@@ -271,12 +271,13 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
         if "profile" in ops:
             before = len(c.out.lines)
             c.out.comment(f"profile z {z:.3f}")
-            unchanged = previous_forbidden is not None and _same(previous_forbidden, forbidden)
-            entry = z_above if ("pocket" in ops or unchanged) else material_top
-            # without pocket clearing the stock around the profile is uncut: no link across it, lift instead
-            links = outer if "pocket" in ops else []
+            # Without pocket clearing the stock around the profile is uncut: no links across it (lift instead),
+            # and a contour that differs from the level above's is cut down from the top, level by level.
+            cleared = "pocket" in ops or (previous_forbidden is not None and _same(previous_forbidden, forbidden))
+            passes = [(z, z_above)] if cleared else list(zip(levels[:k + 1], [material_top, *levels[:k]]))
             for loop in cam_ops.outer_rings(keep, clearance, stepover, reach)[-1]:
-                c.cut_loop(cam_ops.directed(loop, settings.climb), z, links, entry)
+                for depth, entry in passes:
+                    c.cut_loop(cam_ops.directed(loop, settings.climb), depth, outer if "pocket" in ops else [], entry)
             counts["profile"] = counts.get("profile", 0) + len(c.out.lines) - before
         previous_forbidden = forbidden
         z_above = z

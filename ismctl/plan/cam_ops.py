@@ -81,6 +81,8 @@ class Cutter:
         (a link inside ``area``, or down beside the stock) -> True; else at ``z_clear``, ready for an entry -> False."""
         if self.link(point, z, area):
             return True
+        if np.allclose(self.xy, np.round(point, 3), atol=1e-9) and self._at_depth(z_clear):
+            return False  # already there (the same loop, one level down)
         if self.beside_stock(point):
             self.travel_down(point, z)
             return True
