@@ -555,7 +555,7 @@ def parse(text: str, name: str = "", limits: Mapping[int, float] | None = None,
     work position before the first line, when known."""
     program = _scan(text, name, limits, start).program()
     program.meta["start"] = None if start is None else [float(v) for v in start]
-    program.meta["limits"] = {int(k): float(v) for k, v in (limits or {}).items()}
+    program.meta["limits"] = {str(int(k)): float(v) for k, v in (limits or {}).items()}  # wire maps take str keys
     return program
 
 

@@ -10,8 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sim_mill import Mill
 
+from ismctl import wire
 from ismctl.gcode import GcodeError
 from ismctl.grbl_gcode import moves, parse
+from ismctl.program import Program
 
 ORIGIN = (0.0, 0.0, 0.0)
 
@@ -81,6 +83,20 @@ def test_moves_chord_tolerance_and_unknown_ends():
     assert sag.max() <= 0.01 and sag.max() > 0.005
     assert not m.rapid[arc].any() and m.rapid[m.op == 0].all()
     assert m.unplaced == 1 and 3 not in m.op      # after G28 the position is unknown
+
+
+def test_program_travels_the_wire_with_its_path():
+    p = parse("G0 X10 Y0 Z1\nG2 X10 Y0 I-10 J0 F600\nG0 X20\n", "arc", limits={110: 900}, start=ORIGIN)
+    body, arrays = p.to_wire()
+    msg = wire.MessageFactory("s").make("job_start", {"job": 1, "start_op": 0, "line_base": 1, "n_ops": len(p),
+                                                      "program": body}, arrays)
+    out = wire.decode([bytes(f) for f in wire.encode(msg)])  # msgpack with strict (str) map keys
+    back = Program.from_wire(out.body["program"], out.arrays)
+    assert back.device_class == "mill" and np.array_equal(back.position, p.position)
+    assert back.meta["limits"] == {"110": 900.0} and back.meta["start"] == [0.0, 0.0, 0.0]
+    # the path (arcs from the start the program was parsed with) comes back the same from the received program
+    sent, received = moves(p), moves(back)
+    assert len(received) > 100 and np.array_equal(sent.end, received.end) and np.array_equal(sent.op, received.op)
 
 
 @pytest.mark.parametrize("line, needle", [
