@@ -1,9 +1,9 @@
 """Test parts for CAM, built as real closed meshes without a CAD kernel.
 
 A part is a stack of prisms: ``[(z0, z1, polygon), (z1, z2, polygon), ...]``
-(shapely polygons, each inside the one below, sharing boundary points).  Its
-mesh is the prisms' side walls, the bottom and top caps, and at each step the
-area the upper prism does not cover (a floor).  Caps are Delaunay triangles of
+(shapely polygons sharing their common boundary points).  Its mesh is the
+prisms' side walls, the bottom and top caps, and at each step the area one
+prism covers and the other does not (a floor, or a roof).  Caps are Delaunay triangles of
 the densified boundary kept when their centroid is inside the cap; faces come
 out in any orientation (``prepare_mesh`` turns them outward).  The mesh is
 checked closed (every edge on exactly two faces) before it is returned.
@@ -59,7 +59,7 @@ def prism_stack(layers, name: str = "part") -> Mesh:
     for (z0, z1, poly) in layers:
         triangles += _walls(poly, z0, z1)
     for (_, z, below), (_, _, above) in zip(layers, layers[1:]):
-        triangles += _cap(below.difference(above), z)
+        triangles += _cap(below.difference(above), z) + _cap(above.difference(below), z)
     corners = np.round(np.array(triangles, dtype=np.float64).reshape(-1, 3), 9)
     vertices, index = np.unique(corners, axis=0, return_inverse=True)
     faces = index.reshape(-1, 3)

@@ -273,3 +273,33 @@ def test_conventional_zigzag_pockets_are_also_safe(block):
     assert closest_approach(result) >= R
     helices = [c for c in result.program.commands if c.split()[0] in ("G2", "G3")]
     assert helices and all(c.startswith("G2") for c in helices)  # conventional inside a pocket: clockwise
+
+
+def test_levels_cut_every_floor_exactly_in_equal_steps():
+    from ismctl.plan.cam_features import cutting_levels
+
+    levels = cutting_levels(0.0, -8.0, np.array([-4.5, -1.0, 3.0]), 1.5)
+    assert levels.tolist() == [-1.0, -2.167, -3.333, -4.5, -5.667, -6.833, -8.0]
+    assert np.all(-np.diff(np.concatenate(([0.0], levels))) <= 1.5 + 1e-3)
+
+
+def test_holes_blind_through_and_covered():
+    """A through hole is drilled past the bottom, a blind hole to its floor, a hole under a roof not at all."""
+    from cam_parts import prism_stack
+
+    through, blind, covered = circle(5, 5, 3.0), circle(15, 5, 3.0), circle(25, 5, 3.0)
+    body = geo.box(0, 0, 30, 10)
+    part = prism_stack([(0.0, 4.0, body.difference(through).difference(covered)),
+                        (4.0, 8.0, body.difference(through).difference(blind))], "holes")
+    result = plan_cam(part, tool="drill-3", facing_allowance=0.0)
+    dx, dy, dz = result.offset
+    found = {(h.x - dx, h.y - dy): h for h in result.holes}
+    assert set(found) == {(5.0, 5.0), (15.0, 5.0)}
+    assert found[(5.0, 5.0)].through and found[(5.0, 5.0)].bottom == pytest.approx(dz)
+    assert not found[(15.0, 5.0)].through and found[(15.0, 5.0)].bottom == pytest.approx(4.0 + dz)
+    feeds_down = [result.program.position[i] for i, c in enumerate(result.program.commands) if c.startswith("G1 Z")]
+    deepest = {}
+    for x, y, z in feeds_down:
+        deepest[(round(x - dx, 3), round(y - dy, 3))] = min(z, deepest.get((round(x - dx, 3), round(y - dy, 3)), 0))
+    assert deepest[(15.0, 5.0)] == pytest.approx(4.0 + dz)
+    assert deepest[(5.0, 5.0)] < dz and (25.0, 5.0) not in deepest
