@@ -567,12 +567,15 @@ class GrblStreamer:
     def stop_and_flush(self, hold_timeout: float = 10.0) -> bool:
         """Stop a (possibly) moving machine without losing its position, then empty grbl.
 
-        ``!`` decelerates under control; once grbl reports the hold complete
+        A jog is cancelled with 0x85 (grbl ends it under control, nothing else to flush).
+        Otherwise ``!`` decelerates under control; once grbl reports the hold complete
         (Hold:0) or Idle, 0x18 flushes the planner and the serial buffer (grbl calls
         that a reset in motion, ALARM:3, but the tool was standing still, so the
         position is good and ``$X`` unlocks).  When the hold never completes, the
         reset still happens but the lock is left for the operator to home.
         Returns True when grbl ends unlocked."""
+        if self.status.get("state") == "Jog":
+            return self._cancel_jog(hold_timeout)
         was_locked = self.locked
         stopped = False
         before = self._statuses
@@ -588,6 +591,13 @@ class GrblStreamer:
             return not self.locked
         if stopped:
             self.command("$X")
+        return not self.locked
+
+    def _cancel_jog(self, timeout: float) -> bool:
+        """0x85: grbl decelerates the jog and drops the jog blocks behind it; no reset, no lock."""
+        before = self._statuses
+        self.realtime(RT_JOG_CANCEL)
+        self.wait_for(lambda: self._statuses > before + 1 and self.status["state"] in STILL_STATES, timeout, "the jog did not stop")
         return not self.locked
 
     def _standing_still(self) -> bool:

@@ -142,3 +142,17 @@ def test_estop_while_moving_stops_at_once_and_interrupts_the_job(make_cell):
     assert "ALARM:3" in mill(cell)["reason"]
     assert cell.call("reset")["result"] == "ok"
     wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to reconnect")
+
+
+def test_cancelling_a_jog_stops_it_without_a_reset(make_cell, tmp_path):
+    stats = tmp_path / "mill-stats.json"
+    cell = start_mill_cell(make_cell, mill_speed=4, mill_sim_args=("--stats", str(stats)))
+    job_id = submit(cell, ["$J=G91 G21 X-100 F300"], name="jog")
+    wait_for(lambda: mill(cell).get("firmware_state") == "Jog", 20, "the mill to jog")
+    assert cell.call("cancel", job=job_id)["result"] == "ok"
+    assert cell.wait_job(job_id, ("cancelled", "failed", "completed"), 20)["state"] == "cancelled"
+    wait_for(lambda: mill(cell)["firmware_state"] == "Idle", 10, "the jog to stop")
+    assert -100 < mill(cell)["mpos"][0] < 0 and mill(cell)["reason"] == ""  # stopped short, never locked
+    cell.stop()  # a clean shutdown: the simulator writes its counters
+    counters = json.loads(stats.read_text())["counters"]
+    assert counters["alarms"] == 0 and counters["resets"] == 1  # only the driver's reset on connecting
