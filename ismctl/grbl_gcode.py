@@ -161,6 +161,8 @@ def _check_chars(text: str) -> None:
 
 
 def _words(compact: str) -> list[tuple[str, float]]:
+    if not compact:
+        return []
     if _LINE_RE.fullmatch(compact):
         return [(letter, float(v)) for letter, v in _WORD_RE.findall(compact)]
     i = 0

@@ -130,6 +130,7 @@ def test_program_travels_the_wire_with_its_path():
     ("$RST=*", "not a job step"),
     ("$999=1", "error 3"),
     ("$J=G91 X10", "error 16"),
+    ("$J=", "error 16"),
 ])
 def test_refused_lines_name_line_and_reason(line, needle):
     with pytest.raises(GcodeError) as err:
@@ -145,7 +146,12 @@ def test_grbl_rules_that_pass():
     assert p.position[2, 0] == 6 and p.position[5, 0] == 0
 
 
-MOVES = st.sampled_from(["G0", "G1", "G2", "G3", "G91", "G90", "G20", "G21", "G4 P0.1", "M3 S100", "M5"])
+TOKENS = st.sampled_from(["G0", "G1", "G2", "G3", "G4", "G10", "L2", "L20", "G17", "G18", "G19", "G20", "G21",
+                          "G28", "G28.1", "G30", "G53", "G54", "G55", "G80", "G90", "G91", "G92", "G92.1", "G93",
+                          "G94", "M0", "M2", "M3", "M5", "M8", "M30", "X", "Y", "Z", "I", "J", "K", "R", "F", "P",
+                          "S", "T", "N", "$H", "$X", "$J=", "$110=", "(c)", ";c", "/", "%", " "])
+NUMBERS = st.sampled_from(["", "0", "1", "-1", "2.5", "-3.25", "10", "1e3", ".5", "-.", "100"])
+LINES = st.lists(st.tuples(TOKENS, NUMBERS), max_size=6).map(lambda words: "".join(t + n + " " for t, n in words))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -160,20 +166,19 @@ def test_garbage_is_refused_cleanly(text):
         moves(p)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(MOVES, st.integers(-20, 20), st.integers(-20, 20), st.integers(-5, 5),
-                          st.integers(1, 30)), max_size=12))
-def test_generated_programs_parse_or_name_a_line(blocks):
-    text = "\n".join(f"{g} X{x} Y{y} Z{z} I{i} F{100 * i}" if g in ("G2", "G3") else
-                     f"{g} X{x} Y{y} Z{z} F{100 * i}" if g in ("G0", "G1") else g
-                     for g, x, y, z, i in blocks)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LINES, max_size=8), st.booleans())
+def test_grbl_like_programs_parse_or_name_a_line(lines, known_start):
+    """Lines of grbl's own words in any order: refused with a line number, or a program whose
+    times are finite and whose path has no unknown point."""
     try:
-        p = parse(text, start=ORIGIN)
+        p = parse("\n".join(lines), start=ORIGIN if known_start else None)
     except GcodeError as exc:
-        assert "error" in exc.reason
+        assert 1 <= exc.line <= len(lines) and exc.reason
     else:
+        assert np.isfinite(p.duration_s).all() and (p.duration_s >= 0).all()
         m = moves(p)
-        assert np.isfinite(m.start).all() and np.isfinite(p.duration_s).all()
+        assert np.isfinite(m.start).all() and np.isfinite(m.end).all()
 
 
 SIM_PROGRAM = """\
