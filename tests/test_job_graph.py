@@ -130,21 +130,8 @@ def test_a_cancelled_step_cancels_the_graph_and_the_steps_after_it(make_cell):
     assert "cancelled" in refused(cell, "cancel", job=graph)["error"]
 
 
-def test_a_step_that_does_not_plan_fails_the_graph_before_anything_runs(make_cell):
-    cell = make_cell().start()
-    cell.wait_idle()
-    body = refused(cell, "submit_graph", name="bad", steps=[
-        {"name": "first.gcode", "gcode": FIRST}, {"handoff": "auto", "transfer_s": 0}, {"name": "broken.gcode", "gcode": "G28\nG1 X1.2.3\n"}])
-    assert body["result"] == "validation_error" and body["step"] == 2 and body["line"] == 2
-    assert "step 3 (broken.gcode on printer) failed" in body["error"] and "X1.2.3" in body["error"]
-    graph = cell.job(body["job"])
-    assert graph["state"] == "failed"
-    assert [s["state"] for s in graph["steps"]] == ["cancelled", "cancelled", "failed"]
-    time.sleep(0.5)
-    assert not cell.exec_log.exists() or executed(cell) == []
-
-
-def test_graph_messages_are_checked_naming_the_step_and_key(make_cell):
+def test_a_graph_is_checked_whole_before_anything_runs(make_cell):
+    """Bad messages are refused naming the step and key; a step whose file does not plan fails the graph."""
     cell = make_cell().start()
     gcode = {"name": "a.gcode", "gcode": "G28\n"}
     for steps, arrays, expected in (
@@ -164,6 +151,16 @@ def test_graph_messages_are_checked_naming_the_step_and_key(make_cell):
         assert info.value.result == "validation_error" and expected in info.value.reply.body["error"], (steps, info.value.reply.body)
     assert cell.call("jobs")["jobs"] == []  # nothing refused was stored
 
+    body = refused(cell, "submit_graph", name="bad", steps=[
+        {"name": "first.gcode", "gcode": FIRST}, {"handoff": "auto", "transfer_s": 0}, {"name": "broken.gcode", "gcode": "G28\nG1 X1.2.3\n"}])
+    assert body["result"] == "validation_error" and body["step"] == 2 and body["line"] == 2
+    assert "step 3 (broken.gcode on printer) failed" in body["error"] and "X1.2.3" in body["error"]
+    graph = cell.job(body["job"])
+    assert graph["state"] == "failed"
+    assert [s["state"] for s in graph["steps"]] == ["cancelled", "cancelled", "failed"]
+    time.sleep(0.5)
+    assert not cell.exec_log.exists() or executed(cell) == []
+
 
 def test_read_steps_defaults_the_handoff_from_the_cell_config():
     steps = read_steps([{"name": "a.gcode", "gcode": "G28\n"}, {"handoff": "default"}, {"name": "b.nc", "gcode": "G0 X1\n"}],
@@ -174,44 +171,32 @@ def test_read_steps_defaults_the_handoff_from_the_cell_config():
         read_steps([steps_a := {"name": "a.gcode", "gcode": ""}, {"handoff": "operator", "transfer_s": 1}, steps_a], [], {"p": "printer"}, "auto", 1)
 
 
-def test_estop_while_waiting_latches_confirm_until_reset(make_cell):
+def test_estop_and_pause_at_a_handoff(make_cell):
+    """Pause or e-stop during an auto transfer hands it to the operator; a waiting hand-off stays
+    waiting through an e-stop, and confirm is refused until the cell is reset."""
     cell = make_cell().start()
     cell.wait_idle()
-    reply = submit_graph(cell, {"name": "first.gcode", "gcode": FIRST}, {"handoff": "operator"}, {"name": "second.gcode", "gcode": SECOND})
-    graph = reply["job"]
-    cell.wait_job(graph, ("waiting",) + TERMINAL)
-    cell.call("estop")
-    assert refused(cell, "confirm", job=graph)["result"] == "busy"
-    assert cell.job(graph)["state"] == "waiting"  # the hand-off is a person's act: e-stop does not undo it
-    cell.client.timeout_s = 40
-    assert cell.call("reset")["state"] == "ready"
-    cell.client.timeout_s = 5
-    cell.wait_idle()
-    cell.call("confirm", job=graph)
-    assert cell.wait_job(graph, TERMINAL)["state"] == "completed", cell.log_tail()
-
-
-def test_estop_or_pause_during_an_auto_transfer_hands_it_to_the_operator(make_cell):
-    cell = make_cell().start()
-    cell.wait_idle()
+    waits = submit_graph(cell, {"name": "a.gcode", "gcode": FIRST}, {"handoff": "operator"}, {"name": "b.gcode", "gcode": SECOND})["job"]
+    cell.wait_job(waits, ("waiting",) + TERMINAL)
     slow = {"handoff": "auto", "transfer_s": 600}
-    first = submit_graph(cell, {"name": "a.gcode", "gcode": FIRST}, slow, {"name": "b.gcode", "gcode": SECOND})["job"]
-    cell.wait_job(first, ("transferring",) + TERMINAL)
-    assert ismctl(cell, "pause", str(first)).returncode == 0
-    paused = cell.job(first)
-    assert paused["state"] == "waiting"
-    assert paused["reason"] == "transfer stopped by operator pause; waiting for operator: move the part from printer to printer"
-    assert "confirm" in refused(cell, "resume", job=first)["error"]  # the way on is confirm, not resume
+    paused = submit_graph(cell, {"name": "c.gcode", "gcode": "G28\n"}, slow, {"name": "d.gcode", "gcode": "G28\n"})["job"]
+    cell.wait_job(paused, ("transferring",) + TERMINAL)
+    assert ismctl(cell, "pause", str(paused)).returncode == 0
+    assert cell.job(paused)["state"] == "waiting"
+    assert cell.job(paused)["reason"] == "transfer stopped by operator pause; waiting for operator: move the part from printer to printer"
+    assert "confirm" in refused(cell, "resume", job=paused)["error"]  # the way on is confirm, not resume
 
-    second = submit_graph(cell, {"name": "c.gcode", "gcode": "G28\n"}, slow, {"name": "d.gcode", "gcode": "G28\n"})["job"]
-    cell.wait_job(second, ("transferring",) + TERMINAL)
+    stopped = submit_graph(cell, {"name": "e.gcode", "gcode": "G28\n"}, slow, {"name": "f.gcode", "gcode": "G28\n"})["job"]
+    cell.wait_job(stopped, ("transferring",) + TERMINAL)
     cell.call("estop")
-    assert cell.job(second)["reason"].startswith("transfer stopped by e-stop; waiting for operator")
+    assert refused(cell, "confirm", job=waits)["result"] == "busy"
+    assert cell.job(waits)["state"] == "waiting"  # the hand-off is a person's act: an e-stop does not undo it
+    assert cell.job(stopped)["reason"].startswith("transfer stopped by e-stop; waiting for operator")
     cell.client.timeout_s = 40
-    cell.call("reset")
+    assert cell.call("reset")["state"] == "ready"  # right after the e-stop: it waits for the halt, then resets
     cell.client.timeout_s = 5
     cell.wait_idle()
-    for graph in (first, second):
+    for graph in (waits, paused, stopped):
         cell.call("confirm", job=graph)
         assert cell.wait_job(graph, TERMINAL)["state"] == "completed", cell.log_tail()
 
