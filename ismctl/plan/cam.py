@@ -244,7 +244,9 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
                 settings: CamSettings, counts: dict, notes: list[str]) -> float:
     """Pockets, then the profile, level by level; returns the volume cleared."""
     r = c.r
-    clearance = r + settings.finish_allowance
+    # The kept area may lie inside the part by the sections' simplification, and Clipper's round joins
+    # cut their arcs' chords inside the true offset: the tool keeps that much further away.
+    clearance = r + settings.finish_allowance + cam_features.SECTION_DEVIATION + cam_areas.ARC_TOLERANCE
     reach = cam_areas.rectangle(box[0, 0] - r, box[0, 1] - r, box[1, 0] + r, box[1, 1] + r)
     world = cam_areas.rectangle(box[0, 0] - r - 50, box[0, 1] - r - 50, box[1, 0] + r + 50, box[1, 1] + r + 50)
     stock_rect = cam_areas.rectangle(box[0, 0], box[0, 1], box[1, 0], box[1, 1])

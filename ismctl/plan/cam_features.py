@@ -32,6 +32,7 @@ from .slicing import slice_mesh
 EPS = 1e-4  # mm: sections are taken this far above or below a height where the part changes
 MAX_EXTRA_PLANES = 400  # sections at vertex heights beyond this are taken on a regular grid instead
 FLAT = 0.9999  # a face looks straight up when its normal's z is above this
+SECTION_DEVIATION = 0.001  # mm: sections are simplified at most this much (inwards or outwards)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _section_planes(mesh: Mesh, levels: np.ndarray) -> np.ndarray:
 def sections(mesh: Mesh, levels: np.ndarray):
     """The part's sections at the planes ``_section_planes`` picks: (planes rising, LayerStack)."""
     planes = _section_planes(mesh, levels)
-    stack = slice_mesh(mesh, planes, planes, np.full(len(planes), EPS))
+    stack = slice_mesh(mesh, planes, planes, np.full(len(planes), EPS), max_deviation=SECTION_DEVIATION)
     return planes, stack
 
 
