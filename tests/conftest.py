@@ -33,9 +33,10 @@ class Cell:
     """A running `ismctl serve` with a client; restartable, so tests can kill it."""
 
     def __init__(self, tmp_path: Path, speed="max", corrupt_rate=0.0, drop_rate=0.0, seed=7, heartbeat_s=0.2, extra_sim_args=(), port="sim",
-                 mill=False, mill_speed="max", mill_sim_args=()):
+                 mill=False, mill_speed="max", mill_sim_args=(), printer=True):
         """``mill=True`` adds a simulated grbl mill named "mill" (speed ``mill_speed``, its
-        simulator's own options in ``mill_sim_args``, e.g. ``("--settings", path)``)."""
+        simulator's own options in ``mill_sim_args``, e.g. ``("--settings", path)``);
+        ``printer=False`` leaves the printer out (a mill-only cell starts faster)."""
         self.state_dir = tmp_path / "state"
         self.config_path = tmp_path / "cell.toml"
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -46,10 +47,15 @@ class Cell:
 name = "test"
 [bus]
 heartbeat_s = {heartbeat_s}
-[devices.printer]
+"""
+            + (
+                f"""[devices.printer]
 class = "printer"
 port = {json.dumps(port)}
 """
+                if printer
+                else ""
+            )
             + (
                 f"""[devices.printer.sim]
 speed = {json.dumps(speed)}
@@ -58,7 +64,7 @@ corrupt_rate = {corrupt_rate}
 drop_rate = {drop_rate}
 extra_args = [{extra}]
 """
-                if port == "sim"
+                if printer and port == "sim"
                 else ""
             )
             + (

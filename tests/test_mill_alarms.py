@@ -22,7 +22,7 @@ def settings_file(tmp_path, **values) -> str:
 
 
 def start_mill_cell(make_cell, **kwargs):
-    cell = make_cell(mill=True, **kwargs).start()
+    cell = make_cell(mill=True, printer=False, **kwargs).start()
     wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
     return cell
 

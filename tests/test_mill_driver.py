@@ -168,8 +168,9 @@ def test_settings_and_parser_state_are_read(mill_link):
 
 # ------------------------------------------- through supervisor and driver
 def test_mill_job_runs_through_the_cell_exactly(make_cell):
+    """A cell of both device classes: the printer is there and idle while the mill works."""
     cell = make_cell(mill=True).start()
-    wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
+    wait_for(lambda: cell.device_state("mill") == "idle" and cell.device_state("printer") == "idle", 30, "both devices to be idle")
     mill = cell.call("status")["devices"]["mill"]
     assert mill["class"] == "mill" and mill["firmware_state"] == "Idle" and mill["reason"] == ""
     program = mill_program(600)
@@ -182,7 +183,7 @@ def test_mill_job_runs_through_the_cell_exactly(make_cell):
 
 def test_grbl_error_fails_the_job_naming_line_and_text(make_cell):
     """Homing on a mill whose homing is disabled ($22=0): grbl's error:5 fails the job."""
-    cell = make_cell(mill=True).start()
+    cell = make_cell(mill=True, printer=False).start()
     wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
     reply = cell.call("submit", name="home", gcode="$H\n", device="mill")
     assert reply["result"] == "ok"
@@ -211,7 +212,7 @@ def test_home_jog_unlock_commands_through_the_cell(make_cell, tmp_path):
 
     eeprom = tmp_path / "eeprom.json"
     eeprom.write_text(json.dumps({"settings": {"20": 1, "22": 1}}))  # soft limits and homing: locked at power-up
-    cell = make_cell(mill=True, mill_sim_args=("--settings", str(eeprom))).start()
+    cell = make_cell(mill=True, printer=False, mill_sim_args=("--settings", str(eeprom))).start()
     wait_for(lambda: cell.device_state("mill") == "idle", 30, "the mill to be idle")
 
     def ismctl(*argv):
