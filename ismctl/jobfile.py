@@ -108,6 +108,8 @@ def _step(path: Path, where: str, step, devices, arrays: list, meshes: dict) -> 
     mesh = _step_file(path, f"{where}.cam.mesh", cam["mesh"])
     if mesh.suffix.lower() not in MESH_SUFFIXES:
         raise JobFileError(path, f"{where}.cam.mesh", f"{mesh.name} is not a mesh file (want {', '.join(MESH_SUFFIXES)})")
+    if "tooling" in cam:
+        raise JobFileError(path, f"{where}.cam.tooling", "the tool table is the cell's (its mill's tooling key), not the job's")
     out["name"] = mesh.name
     out["mesh"] = _mesh(path, f"{where}.cam.mesh", mesh, arrays, meshes)
     out["cam"] = {k: v for k, v in cam.items() if k != "mesh"}

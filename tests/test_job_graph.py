@@ -240,12 +240,13 @@ def test_help_teaches_confirm_and_job_files():
 
 
 def test_the_example_job_prints_the_bracket_then_drills_it_on_the_mill(make_cell):
-    """configs/hybrid-example.toml: mesh sliced for the printer, operator hand-off, grbl G-code on the mill."""
+    """configs/hybrid-example.toml: mesh sliced for the printer, operator hand-off, CAM and grbl G-code on the mill."""
     import json
 
     from ismctl import grbl_gcode
     from ismctl.execlog import compare_exec_log
     from ismctl.plan import fdm
+    from ismctl.plan.cam import plan_cam_from_table
     from ismctl.plan.fdm_settings import SliceSettings
 
     example = REPO / "configs" / "hybrid-example.toml"
@@ -256,7 +257,7 @@ def test_the_example_job_prints_the_bracket_then_drills_it_on_the_mill(make_cell
     assert out.returncode == 0, out.stderr
     reply = json.loads(out.stdout)
     graph = reply["job"]
-    assert [(s["kind"], s["device"]) for s in reply["steps"]] == [("device", "printer"), ("handoff", ""), ("device", "mill")]
+    assert [(s["kind"], s["device"]) for s in reply["steps"]] == [("device", "printer"), ("handoff", ""), ("device", "mill"), ("device", "mill")]
     waiting = cell.wait_job(graph, ("waiting",) + TERMINAL, timeout_s=120)
     assert waiting["reason"] == "waiting for operator: move the part from printer to mill"
     assert not cell.mill_exec_log.exists() or cell.mill_exec_log.read_text() == ""
@@ -265,7 +266,14 @@ def test_the_example_job_prints_the_bracket_then_drills_it_on_the_mill(make_cell
 
     printed = fdm.slice_file(example.parent / "hybrid-example" / "bracket.stl", SliceSettings()).program
     assert compare_exec_log(printed.commands, cell.exec_log.read_text().splitlines(), is_host_command) == ""
-    milled = grbl_gcode.parse((example.parent / "hybrid-example" / "bore.nc").read_text(), "bore.nc")
-    assert cell.mill_exec_log.read_text().splitlines() == list(milled.commands)
+    faced = plan_cam_from_table(example.parent / "hybrid-example" / "bracket.stl", {"operations": ["face"], "stock": "+1"},
+                                tool="flat-6", material=cell.config.devices["mill"].material)
+    drilled = grbl_gcode.parse((example.parent / "hybrid-example" / "bore.nc").read_text(), "bore.nc")
+    assert cell.mill_exec_log.read_text().splitlines() == list(grbl_gcode.parse(faced.gcode).commands + drilled.commands)
     status = ismctl(cell, "status")
     assert "mill" in status.stdout and "spindle" in status.stdout and "hotend" in status.stdout, status.stdout
+    mesh = np.frombuffer((example.parent / "hybrid-example" / "bracket.stl").read_bytes(), np.uint8)
+    with pytest.raises(CommandFailed) as info:
+        cell.client.call("submit_graph", arrays=[mesh], name="bad cam", steps=[{"name": "bracket.stl", "mesh": 0, "cam": {"colour": "red"}}])
+    assert info.value.result == "validation_error"
+    assert "step 1 (bracket.stl on mill) failed: steps[0].cam: colour: unknown key" in info.value.reply.body["error"]

@@ -28,10 +28,11 @@ def refusal(path: Path, devices=DEVICES) -> JobFileError:
 
 def test_the_shipped_example_loads_with_its_files():
     job = jobfile.load(REPO / "configs" / "hybrid-example.toml", devices=DEVICES)
-    assert job.name == "bracket, printed then drilled"
-    assert [sorted(s) for s in job.steps] == [["device", "mesh", "name"], ["handoff"], ["gcode", "name"]]
+    assert job.name == "bracket, printed then faced and drilled"
+    assert [sorted(s) for s in job.steps] == [["device", "mesh", "name"], ["handoff"], ["cam", "mesh", "name"], ["gcode", "name"]]
     assert job.steps[0]["name"] == "bracket.stl" and job.arrays[job.steps[0]["mesh"]].dtype.str == "|u1"
-    assert job.steps[2]["gcode"].startswith("(bore.nc")
+    assert len(job.arrays) == 1 and job.steps[2]["mesh"] == 0  # the printed mesh is the CAM step's too
+    assert job.steps[3]["gcode"].startswith("(bore.nc")
 
 
 def test_paths_are_relative_to_the_job_file_and_a_mesh_travels_once(tmp_path):
@@ -66,6 +67,7 @@ cam = {mesh = "part.stl", operations = ["face", "drill"], tool = "flat-6"}
     ('[[steps]]\nfile = "part.gcode"\ntransfer_s = 3\n', "steps[0].transfer_s"),
     ('[[steps]]\ncam = {operations = ["face"]}\n', "steps[0].cam.mesh"),
     ('[[steps]]\ncam = {mesh = "part.gcode"}\n', "steps[0].cam.mesh"),
+    ('[[steps]]\ncam = {mesh = "part.stl", tooling = "mine.toml"}\n', "steps[0].cam.tooling"),
     ('[[steps]]\nfile = 3\n', "steps[0].file"),
     ('name = ""\n[[steps]]\nfile = "part.gcode"\n', "name"),
     ('[[steps]\nfile = "part.gcode"\n', "(syntax)"),

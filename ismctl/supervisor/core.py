@@ -437,8 +437,17 @@ class Supervisor:
         if spec.gcode is not None:
             return spec.gcode
         if spec.cam is not None:
-            return partial(self._cam, spec.label, spec.mesh, spec.cam, spec.device)
+            return partial(self._cam, spec.label, spec.mesh, spec.cam, spec.device, f"{spec.where}.cam")
         return partial(self._slice, spec.label, spec.mesh, spec.device)
+
+    def _cam(self, name: str, mesh: bytes, table: dict, device: str, where: str) -> str:
+        """Runs on the planner thread: CAM with the mill's tooling table, tool and material unless the step names others."""
+        from ..plan.cam import plan_cam_from_table
+        from ..plan.mesh_io import load_mesh
+
+        mill = self.config.devices[device]
+        tool = {"tool": mill.tool} if mill.tool else {}
+        return plan_cam_from_table(load_mesh(name, data=mesh), table, where, material=mill.material, tooling=mill.tooling, **tool).gcode
 
     def on_confirm(self, identity, msg):
         target = self._job(msg)

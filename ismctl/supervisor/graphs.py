@@ -39,6 +39,7 @@ class StepSpec:
 
     kind: str  # "device" or "handoff"
     label: str  # the file name, or "hand-off"
+    where: str  # "steps[i]": how errors name the step
     device: str = ""
     gcode: str | None = None
     mesh: bytes | None = None
@@ -99,7 +100,7 @@ def _handoff_step(where: str, step: dict, default_mode: str, default_transfer_s:
         raise GraphError(f"{where}.transfer_s: must be between 0 and {MAX_TRANSFER_S:g} seconds, got {transfer_s!r}")
     if "transfer_s" in step and mode != "auto":
         raise GraphError(f"{where}.transfer_s: only applies to an auto hand-off")
-    return StepSpec("handoff", "hand-off", mode=mode, transfer_s=float(transfer_s))
+    return StepSpec("handoff", "hand-off", where, mode=mode, transfer_s=float(transfer_s))
 
 
 def _device_step(where: str, step: dict, arrays, classes: dict[str, str]) -> StepSpec:
@@ -111,7 +112,7 @@ def _device_step(where: str, step: dict, arrays, classes: dict[str, str]) -> Ste
     contents = [k for k in ("gcode", "mesh") if k in step]
     if len(contents) != 1:
         raise GraphError(f"{where}: give exactly one of gcode (text) or mesh (an array index), got {contents or 'neither'}")
-    spec = StepSpec("device", name)
+    spec = StepSpec("device", name, where)
     if "gcode" in step:
         if not isinstance(step["gcode"], str):
             raise GraphError(f"{where}.gcode: must be text")
@@ -130,6 +131,8 @@ def _device_step(where: str, step: dict, arrays, classes: dict[str, str]) -> Ste
         if "cam" in step:
             if not isinstance(step["cam"], dict) or not all(isinstance(k, str) for k in step["cam"]):
                 raise GraphError(f"{where}.cam: must be a map of CAM settings")
+            if "tooling" in step["cam"]:
+                raise GraphError(f"{where}.cam.tooling: the tool table is the cell's (its mill's tooling key), not the job's")
             spec.cam = step["cam"]
     requested = step.get("device")
     if requested is not None and not isinstance(requested, str):
