@@ -6,13 +6,15 @@ import numpy as np
 import pyclipper
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
-from shapely.geometry import LinearRing, LineString, MultiPolygon, Polygon
+from shapely.geometry import LinearRing, LineString, MultiLineString, MultiPolygon, Polygon
 
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import LayerStack, PlanError
 from ismctl.plan.regions import (
     RESOLUTION,
     SCALE,
+    _corner_too_close,
+    _loop_boxes,
     build_regions,
     combine_loops,
     convex_hull,
@@ -419,6 +421,32 @@ def test_loop_areas_match_shapely():
     points, start = packed(loops)
     expected = [Polygon(p).area * (1 if LinearRing(p).is_ccw else -1) for p in loops]
     assert np.allclose(loop_areas(points, start) / SCALE**2, expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_corner_guard_matches_a_brute_force_distance(seed):
+    """Miter corners against every edge of two guard loops (shapely distance), boxes pruning or not."""
+    rng = np.random.default_rng(seed)
+    loops = [np.round(star(rng.uniform(3, 9, 24), c) * SCALE).astype(np.int64) for c in ((0.0, 0.0), (14.0, 3.0))]
+    guard, start = np.concatenate(loops), np.array([0, 24, 48], np.int64)
+    boundary = MultiLineString([np.vstack((loop, loop[:1])) for loop in loops])
+    delta, limit, arc = 0.3 * SCALE, 0.25 * SCALE, 0.001 * SCALE
+    checked = 0
+    for _ in range(400):
+        p = guard[rng.integers(len(guard))] + rng.uniform(-0.6, 0.6, 2) * SCALE  # near the guard: close and far
+        a = rng.uniform(0, 2 * np.pi)
+        turn = rng.uniform(0.3, 1.5)  # convex turn well inside the miter limit (2)
+        nk, nj = np.array([np.cos(a), np.sin(a)]), np.array([np.cos(a + turn), np.sin(a + turn)])
+        tip = p + (nk + nj) * delta / (1 + nk @ nj)
+        cap = LineString([p + nk * delta, tip, p + nj * delta])
+        distance = cap.distance(boundary)
+        if abs(distance - (limit - arc)) < 1.0:
+            continue
+        got = _corner_too_close(p[0], p[1], nk[0], nk[1], nj[0], nj[1], delta, 0.5, arc, guard, start,
+                                _loop_boxes(guard, start), limit)
+        assert got == (distance < limit - arc)
+        checked += got
+    assert checked > 10  # some corners did come close
 
 
 @hyp_settings(max_examples=60, deadline=None)

@@ -227,6 +227,7 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
     offsets = np.empty(n_points, np.float64)
     nxt = np.empty(n_points, np.int64)
     prv = np.empty(n_points, np.int64)
+    guard_boxes = _loop_boxes(guard, guard_start)
     n_out = n_loops = 0
     for loop in range(loop_start.shape[0] - 1):
         s, e = loop_start[loop], loop_start[loop + 1]
@@ -276,7 +277,8 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
                 out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
                 n_out += 1
             elif round_joins or (guard_distance > 0.0 and _corner_too_close(
-                    px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_distance)):
+                    px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_boxes,
+                    guard_distance)):
                 a = math.atan2(max(-1.0, min(1.0, sin_a)), cos_a)
                 steps = max(int(_clipper_round(steps_per_rad * abs(a))), 1)
                 x, yy = nkx, nky
@@ -346,13 +348,17 @@ def _segment_distance(ax, ay, bx, by, cx, cy, dx, dy):
 
 
 @njit(cache=True, nogil=True)
-def _corner_too_close(px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_distance):
+def _corner_too_close(px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_boxes,
+                      guard_distance):
     """Whether the sharp corner grown at (px, py) reaches within ``guard_distance`` of a guard edge.
 
     The round join is safe (its points are ``delta`` from the source); the
     sharp corner adds the cap between the round join and the miter (or square)
     corner, whose outer sides are checked.  Caps within the arc tolerance of
-    the round join are not worth the check.
+    the round join are not worth the check.  Guard loops and edges whose boxes
+    lie farther than that from the cap's box are skipped (``guard_boxes``: the
+    guard's ``_loop_boxes``): every corner against every guard edge made
+    guarded offsets most of the regions step on small parts.
     """
     r = 1.0 + nkx * njx + nky * njy
     if r >= miter_r:
@@ -371,10 +377,19 @@ def _corner_too_close(px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance,
     copy_rows(outline, 1, tips, 0, n)
     outline[n + 1, 0], outline[n + 1, 1] = px + njx * delta, py + njy * delta
     limit = guard_distance - arc_tolerance
+    reach = limit + 1.0  # a unit more: the distance's own rounding cannot matter beyond it
+    lo_x, hi_x = outline[:, 0].min() - reach, outline[:, 0].max() + reach
+    lo_y, hi_y = outline[:, 1].min() - reach, outline[:, 1].max() + reach
     for loop in range(guard_start.shape[0] - 1):
+        if (guard_boxes[loop, 3] > hi_x or guard_boxes[loop, 2] < lo_x
+                or guard_boxes[loop, 0] > hi_y or guard_boxes[loop, 1] < lo_y):
+            continue
         s, e = guard_start[loop], guard_start[loop + 1]
         for i in range(s, e):
             j = i + 1 if i + 1 < e else s
+            if (min(guard[i, 0], guard[j, 0]) > hi_x or max(guard[i, 0], guard[j, 0]) < lo_x
+                    or min(guard[i, 1], guard[j, 1]) > hi_y or max(guard[i, 1], guard[j, 1]) < lo_y):
+                continue
             for c in range(n + 1):
                 if _segment_distance(outline[c, 0], outline[c, 1], outline[c + 1, 0], outline[c + 1, 1],
                                      float(guard[i, 0]), float(guard[i, 1]), float(guard[j, 0]), float(guard[j, 1])) < limit:
@@ -472,13 +487,14 @@ def loops_meet(points, loop_start, group, within_groups):
 
 @njit(cache=True, nogil=True)
 def _loop_boxes(points, loop_start):
-    """Per loop: lowest y, highest y, largest x (what a ray to +x needs to skip a loop)."""
-    boxes = np.empty((loop_start.shape[0] - 1, 3), np.int64)
+    """Per loop: lowest y, highest y, largest x (what a ray to +x needs to skip a loop), smallest x."""
+    boxes = np.empty((loop_start.shape[0] - 1, 4), np.int64)
     for loop in range(loop_start.shape[0] - 1):
         s, e = loop_start[loop], loop_start[loop + 1]
         boxes[loop, 0] = points[s:e, 1].min()
         boxes[loop, 1] = points[s:e, 1].max()
         boxes[loop, 2] = points[s:e, 0].max()
+        boxes[loop, 3] = points[s:e, 0].min()
     return boxes
 
 
