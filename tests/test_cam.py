@@ -173,7 +173,8 @@ def test_end_mill_enters_material_only_by_ramps_and_cuts_one_depth_at_a_time(blo
         if b[2] < a[2] - 1e-9 and material > z + 1e-6:
             entries += 1
             horizontal = float(np.sum(np.hypot(*np.diff(xy, axis=0).T)))
-            assert a[2] - b[2] <= horizontal * limit + 1e-6, f"{code} enters material too steeply: {a} -> {b}"
+            # (+ 1 µm: the G-code's resolution, on a short last piece of a ramp)
+            assert a[2] - b[2] <= horizontal * limit + 1e-3, f"{code} enters material too steeply: {a} -> {b}"
         patch[under] = np.minimum(patch[under], z)
     assert entries > 5
 

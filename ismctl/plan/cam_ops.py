@@ -90,16 +90,25 @@ class Cutter:
         return False
 
     # -- entries -----------------------------------------------------------------
-    def ramp_loop(self, loop: np.ndarray, z_from: float, z_to: float) -> None:
-        """Down from ``z_from`` to ``z_to`` along the closed loop (which starts at the tool), whole laps only."""
-        perimeter = _length(np.vstack((loop, loop[:1])))
-        laps = max(1, math.ceil((z_from - z_to) / max(perimeter * self.tan, 1e-9) - 1e-9))
-        ring = np.vstack((loop[1:], loop[:1]))
-        cum = np.cumsum(np.hypot(*np.diff(np.vstack((loop[:1], ring)), axis=0).T))
-        for lap in range(laps):
-            for p, s in zip(ring, cum):
-                z = z_from - (z_from - z_to) * (lap + s / perimeter) / laps
-                self.out.feed(p[0], p[1], z, self.plunge_rate)
+    def ramp_loop(self, loop: np.ndarray, z_from: float, z_to: float) -> np.ndarray:
+        """Down from ``z_from`` to ``z_to`` along the closed loop (which starts at the tool), at the ramp angle,
+        lapping as often as that takes; returns the loop starting where the ramp ended, to be cut at depth."""
+        length = (z_from - z_to) / self.tan
+        if length <= 0 or not np.any(np.diff(loop, axis=0)):
+            self.out.feed(None, None, z_to, self.plunge_rate)  # nothing to descend, or a loop of one point
+            return loop
+        n, walked, i = len(loop), 0.0, 1
+        here = loop[0]
+        while True:
+            p = loop[i % n]
+            step = float(np.hypot(*(p - here)))
+            if walked + step >= length and step > 0:
+                end = here + (p - here) * (length - walked) / step
+                self.out.feed(end[0], end[1], z_to, self.plunge_rate)
+                return np.vstack((end, np.roll(loop, -(i % n), axis=0)))
+            walked += step
+            self.out.feed(p[0], p[1], z_from - (z_from - z_to) * walked / length, self.plunge_rate)
+            here, i = p, i + 1
 
     def ramp_open(self, path: np.ndarray, z_from: float, z_to: float) -> None:
         """Down from ``z_from`` to ``z_to`` back and forth along the open path, ending at its start."""
@@ -135,7 +144,7 @@ class Cutter:
         """Cut one closed loop at ``z``, starting beside the stock if it can, else at its corner nearest the tool."""
         loop = np.roll(loop, -self._start_index(loop), axis=0)
         if not self.reach(loop[0], z, area, z_clear):
-            self.ramp_loop(loop, z_clear, z)
+            loop = self.ramp_loop(loop, z_clear, z)
         for p in np.vstack((loop[1:], loop[:1])):
             self.out.feed(p[0], p[1], z, self.feed_rate)
 
