@@ -206,28 +206,33 @@ def plan_cam(mesh, stock=None, tool: str = "flat-3", material: str = "PLA", oper
                 notes.append(f"hole D{h.diameter:.3f} at X{h.x:.3f} Y{h.y:.3f} is too small to mill with "
                              f"{t.name!r} (D{t.diameter:g}): left for a drill")
     if "drill" in ops and t.is_drill:
-        fits = [h for h in holes if abs(h.diameter - t.diameter) <= max(0.05, 0.02 * t.diameter)]
-        for h in holes:
-            if h not in fits:
-                notes.append(f"drill: hole D{h.diameter:.3f} at X{h.x:.3f} Y{h.y:.3f} does not fit "
-                             f"{t.name!r} (D{t.diameter:g}): left alone")
         before = len(out.lines)
-        cam_ops.drill(cutter, fits, settings.peck_depth or t.diameter, material_top)
-        removed += sum(math.pi * t.radius ** 2 * (material_top - h.bottom) for h in fits)
+        removed += _drill(cutter, holes, settings, material_top, notes)
         counts["drill"] = len(out.lines) - before
-        if not fits:
-            notes.append(f"drill: no hole of {t.diameter:g} mm found")
 
     step("gcode", 5)
     cutter.retract()
     out.line("M5")
     out.line("M30")
-    notes.extend(cutter.notes)
     meta = {"tool": t.name, "material": m.name, "rpm": round(f.rpm), "feed_mm_min": f.feed_mm_min,
             "plunge_mm_min": f.plunge_mm_min, "stock": box.tolist(), "offset": offset.tolist(),
             "operations": list(ops), "levels": len(levels), "removed_mm3": removed}
     program = out.program(part.name or "cam", settings.max_rate, settings.accel, meta)
     return CamResult(out.text, program, notes, box, offset, t, m, f, counts, holes, removed, repairs)
+
+
+def _drill(c: cam_ops.Cutter, holes, settings: CamSettings, material_top: float, notes: list[str]) -> float:
+    """Peck-drill the holes the drill fits (within 2 % of its diameter); returns the volume drilled."""
+    t = c.tool
+    fits = [h for h in holes if abs(h.diameter - t.diameter) <= max(0.05, 0.02 * t.diameter)]
+    for h in holes:
+        if h not in fits:
+            notes.append(f"drill: hole D{h.diameter:.3f} at X{h.x:.3f} Y{h.y:.3f} does not fit "
+                         f"{t.name!r} (D{t.diameter:g}): left alone")
+    if not fits:
+        notes.append(f"drill: no hole of {t.diameter:g} mm found")
+    cam_ops.drill(c, fits, settings.peck_depth or t.diameter, material_top)
+    return sum(math.pi * t.radius ** 2 * (material_top - h.bottom) for h in fits)
 
 
 def _header(out: GcodeWriter, name: str, t: Tool, m: Material, f: Feeds, box: np.ndarray) -> None:

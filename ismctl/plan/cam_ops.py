@@ -38,7 +38,6 @@ class Cutter:
         self.safe_z = settings.safe_z
         self.stock = stock_box  # [[x0, y0, z0], [x1, y1, z1]]
         self.tan = math.tan(math.radians(settings.ramp_angle))
-        self.notes: list[str] = []
 
     # -- where the tool is --------------------------------------------------------
     @property
@@ -246,8 +245,9 @@ def zigzag_lines(area, stepover: float) -> list[np.ndarray]:
     segments, line = scanline_segments(pts, start, ys)
     paths = []
     for k, (xa, xb, y) in zip(line, segments):
-        a, b = (xa, xb) if k % 2 == 0 else (xb, xa)
-        paths.append(np.array([[a, y], [b, y]]))
+        if xb - xa > 1e-3:  # a line grazing a corner is no cut
+            a, b = (xa, xb) if k % 2 == 0 else (xb, xa)
+            paths.append(np.array([[a, y], [b, y]]))
     return paths
 
 
