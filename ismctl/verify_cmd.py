@@ -18,6 +18,7 @@ from .plan.model import PlanError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOCAL_COMMANDS = ("verify",)
 STEPS = ("parse", "mesh", "simulate", "compare")
+SHOWN_GOUGES = 5  # lines listed in the printed summary
 
 EPILOG = """\
 examples:
@@ -176,11 +177,17 @@ def _print_report(path: Path, report, png: Path | None) -> None:
           f"(max {s['left']['max_mm']:.3f} mm)")
     g = s["gouges"]
     if g["cells"]:
-        x, y = g["deepest_at"]
-        print(f"  GOUGES: {g['cells']} cells, {g['area_mm2']:.3f} mm2, deepest {g['max_depth_mm']:.3f} mm "
-              f"at X{x:g} Y{y:g}, cut by line {g['line']}: {g['command']}")
+        print(f"  GOUGES: {g['cells']} cells, {g['area_mm2']:.3f} mm2, deepest {g['max_depth_mm']:.3f} mm; by line:")
+        for by in g["by_op"][:SHOWN_GOUGES]:
+            (x0, y0), (x1, y1) = by["box"]
+            print(f"    line {by['line']}: {by['command']}  {by['max_depth_mm']:.3f} mm deep at "
+                  f"X{by['deepest_at'][0]:g} Y{by['deepest_at'][1]:g}, {by['area_mm2']:.3f} mm2 in X{x0:g}..{x1:g} Y{y0:g}..{y1:g}")
+        if len(g["by_op"]) > SHOWN_GOUGES:
+            print(f"    ... and {len(g['by_op']) - SHOWN_GOUGES} more lines (--json lists them all)")
     else:
         print("  gouges: none")
+    if s["part_above_stock_mm"] > report.tolerance:
+        print(f"  note: the part rises {s['part_above_stock_mm']:.3f} mm above the stock top: is the stock right?")
     for c in s["collisions"]:
         print(f"  RAPID THROUGH MATERIAL: line {c['line']}: {c['command']} (cut {c['depth_mm']:.3f} mm)")
     if png is not None:

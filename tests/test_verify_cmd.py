@@ -47,9 +47,18 @@ def test_gouge_exits_1_naming_the_line(files):
     assert run.returncode == 1, run.stderr
     report = json.loads(run.stdout)
     line = (files / "gouge.nc").read_text().splitlines().index("G1 Z-2.5 F100") + 1
-    assert report["clean"] is False and report["gouges"]["line"] == line
+    [by_op] = report["gouges"]["by_op"]
+    assert report["clean"] is False and by_op["line"] == line and by_op["command"] == "G1 Z-2.5 F100"
     assert report["gouges"]["max_depth_mm"] == pytest.approx(0.5)
     assert report["collisions"] == []
+
+
+def test_printed_summary_names_the_gouging_line(files):
+    run = verify(str(files / "gouge.nc"), "--mesh", str(files / "part.stl"), "--stock", STOCK_ARG,
+                 "--tool-diameter", "6")
+    line = (files / "gouge.nc").read_text().splitlines().index("G1 Z-2.5 F100") + 1
+    assert run.returncode == 1 and "FAILED" in run.stdout
+    assert f"line {line}: G1 Z-2.5 F100  0.500 mm deep at X20 Y10," in run.stdout, run.stdout
 
 
 def test_tool_from_the_cell_config(files):

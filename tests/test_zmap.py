@@ -123,11 +123,13 @@ def test_a_move_below_the_part_is_a_gouge_at_its_place():
     report = verify(program, mesh, STOCK, ToolShape("flat", 6.0), cell=0.1, tolerance=0.05)
     assert not report.clean and not report.collisions
     assert report.gouge_max_mm == pytest.approx(0.5)
-    x, y = report.gouge_at
-    assert math.hypot(x - 20, y - 10) <= 3.0
     assert report.gouge_area_mm2 == pytest.approx(math.pi * 9, rel=0.02)
-    assert report.gouge_command == "G1 Z-2.5 F100"
-    assert program.commands[report.gouge_op] == "G1 Z-2.5 F100" and report.gouge_line == text.splitlines().index("G1 Z-2.5 F100") + 1
+    [plunge] = report.gouges
+    assert plunge.deepest_at == pytest.approx((20, 10), abs=0.05)   # the middle of the flat-bottomed plunge
+    (x0, y0), (x1, y1) = plunge.box
+    assert (x0, y0, x1, y1) == pytest.approx((17, 7, 23, 13), abs=0.1)
+    assert plunge.command == "G1 Z-2.5 F100" and plunge.area_mm2 == pytest.approx(report.gouge_area_mm2)
+    assert program.commands[plunge.op] == "G1 Z-2.5 F100" and plunge.line == text.splitlines().index("G1 Z-2.5 F100") + 1
     # the sharp pocket corners the round tool cannot reach are material left, not gouges
     assert report.left_max_mm == pytest.approx(2.0)
     assert report.left_mm3 == pytest.approx(4 * (4 - math.pi) * 9 / 4 * 2.0, rel=0.1)
@@ -137,12 +139,12 @@ def test_clean_pocket_and_rapid_through_material():
     mesh = pocketed_block(2.0)
     text = pocket_gcode(3.0, 2.0, 1.0, 2.5)
     clean = verify(parse(text, start=SAFE), mesh, STOCK, ToolShape("flat", 6.0))
-    assert clean.clean and clean.gouge_at is None
+    assert clean.clean and clean.gouges == [] and clean.part_above_stock_mm == 0
     crash = text.replace("M5\n", "G0 X15 Y10 Z-1\nG0 Z-3\nG0 Z5\nM5\n")  # a rapid plunge through the floor
     report = verify(parse(crash, start=SAFE), mesh, STOCK, ToolShape("flat", 6.0))
     assert [c.command for c in report.collisions] == ["G0 Z-3"]  # Z-1 is above the cleared floor: no cut
     assert report.collisions[0].depth == pytest.approx(1.0)
-    assert report.gouge_max_mm == pytest.approx(1.0) and report.gouge_command == "G0 Z-3"
+    assert report.gouge_max_mm == pytest.approx(1.0) and [g.command for g in report.gouges] == ["G0 Z-3"]
 
 
 def test_rapid_into_stock_is_reported_with_its_depth():
@@ -150,6 +152,17 @@ def test_rapid_into_stock_is_reported_with_its_depth():
                     ToolShape("flat", 2.0))
     assert len(report.collisions) == 1 and report.collisions[0].line == 2
     assert report.collisions[0].depth == pytest.approx(1.0)
+
+
+def test_gouges_are_told_apart_by_line_and_a_short_stock_is_no_gouge():
+    mesh = pocketed_block(2.0)
+    text = pocket_gcode(3.0, 2.0, 1.0, 2.5).replace(
+        "M5\n", "G0 X10 Y10\nG1 Z-2.2 F100\nG0 Z5\nG0 X20 Y10\nG1 Z-2.6 F100\nG0 Z5\nM5\n")
+    report = verify(parse(text, start=SAFE), mesh, STOCK, ToolShape("flat", 2.0))
+    assert [(g.command, round(g.max_depth_mm, 3)) for g in report.gouges] == [("G1 Z-2.6 F100", 0.6), ("G1 Z-2.2 F100", 0.2)]
+    low_stock = Stock(STOCK.lo, (STOCK.hi[0], STOCK.hi[1], -1.0))  # the part's walls rise 1 mm above it
+    short = verify(parse("G0 X10 Y10 Z5\n", start=SAFE), mesh, low_stock, ToolShape("flat", 2.0))
+    assert short.clean and short.part_above_stock_mm == pytest.approx(1.0)
 
 
 def _random_segments(rng, n):

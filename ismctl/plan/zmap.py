@@ -8,7 +8,8 @@ top surface is rasterised on the same grid as the target.  Comparing the two say
 what the program did to the part:
 
 * **gouges**: cells cut below the target by more than the tolerance — the part is
-  damaged there (max depth, area, where, and the op and source line that cut deepest);
+  damaged there (max depth, area; per op that cut them: its source line, cells,
+  deepest depth and place, extent);
 * **collisions**: rapid moves (G0) that removed material — a rapid is not a cut;
 * **material left**: cells above the target by more than the tolerance (volume, max);
   cells outside the part's outline have the stock bottom as target;
@@ -111,6 +112,20 @@ class Grid:
 
 
 @dataclass
+class Gouge:
+    """The cells one op left below the part (each cell is blamed on the op that cut it last)."""
+
+    op: int
+    line: int
+    command: str
+    cells: int
+    area_mm2: float
+    max_depth_mm: float
+    deepest_at: tuple[float, float]  # XY: the middle of its deepest cells
+    box: tuple[tuple[float, float], tuple[float, float]]  # XY corners of its cells' centres
+
+
+@dataclass
 class Collision:
     op: int
     line: int
@@ -135,10 +150,8 @@ class ZmapReport:
     left_max_mm: float
     gouge_max_mm: float
     gouge_area_mm2: float
-    gouge_at: tuple[float, float] | None  # XY of the deepest gouge
-    gouge_op: int | None
-    gouge_line: int | None
-    gouge_command: str | None
+    part_above_stock_mm: float  # > 0: the part sticks out of the stock (the stock given is too small)
+    gouges: list[Gouge] = field(default_factory=list)  # by op, deepest first
     collisions: list[Collision] = field(default_factory=list)
 
     @property
@@ -156,11 +169,15 @@ class ZmapReport:
             "segments": self.segments,
             "unplaced_moves": self.unplaced_moves,
             "removed_mm3": round(self.removed_mm3, 3),
+            "part_above_stock_mm": round(self.part_above_stock_mm, 4),
             "left": {"volume_mm3": round(self.left_mm3, 3), "max_mm": round(self.left_max_mm, 4)},
             "gouges": {"cells": int(self.gouge.sum()), "area_mm2": round(self.gouge_area_mm2, 4),
                        "max_depth_mm": round(self.gouge_max_mm, 4),
-                       "deepest_at": None if self.gouge_at is None else [round(v, 4) for v in self.gouge_at],
-                       "op": self.gouge_op, "line": self.gouge_line, "command": self.gouge_command},
+                       "by_op": [{"op": g.op, "line": g.line, "command": g.command, "cells": g.cells,
+                                  "area_mm2": round(g.area_mm2, 4), "max_depth_mm": round(g.max_depth_mm, 4),
+                                  "deepest_at": [round(v, 4) for v in g.deepest_at],
+                                  "box": [[round(v, 4) for v in corner] for corner in g.box]}
+                                 for g in self.gouges]},
             "collisions": [{"op": c.op, "line": c.line, "command": c.command, "depth_mm": round(c.depth, 4)}
                            for c in self.collisions],
         }
@@ -195,7 +212,7 @@ def verify(program: Program, mesh: Mesh, stock: Stock, tool: ToolShape,
     height, cutter, path, max_cut = simulate(program, stock, tool, grid)
     area = grid.cell * grid.cell
     below = target - height
-    gouge = below > tolerance
+    gouge = (below > tolerance) & (cutter >= 0)  # where nothing cut, the stock was short, not the program wrong
     above = height - target
     left = above > tolerance
     report = ZmapReport(
@@ -204,12 +221,8 @@ def verify(program: Program, mesh: Mesh, stock: Stock, tool: ToolShape,
         removed_mm3=float((stock.hi[2] - height).sum() * area),
         left_mm3=float(above[left].sum() * area), left_max_mm=float(above.max(initial=0.0)),
         gouge_max_mm=float(below[gouge].max(initial=0.0)), gouge_area_mm2=float(gouge.sum() * area),
-        gouge_at=None, gouge_op=None, gouge_line=None, gouge_command=None)
-    if gouge.any():
-        j, i = np.unravel_index(np.argmax(np.where(gouge, below, -np.inf)), grid.shape)
-        op = int(cutter[j, i])
-        report.gouge_at = grid.centre(int(j), int(i))
-        report.gouge_op, report.gouge_line, report.gouge_command = op, int(program.source_line[op]), program.commands[op]
+        part_above_stock_mm=max(0.0, float(target.max()) - stock.hi[2]),
+        gouges=_gouges_by_op(program, grid, gouge, below, cutter))
     hits = np.flatnonzero(path.rapid & (max_cut > COLLISION_MM))
     worst: dict[int, float] = {}
     for k in hits.tolist():
@@ -218,3 +231,29 @@ def verify(program: Program, mesh: Mesh, stock: Stock, tool: ToolShape,
     report.collisions = [Collision(op, int(program.source_line[op]), program.commands[op], depth)
                          for op, depth in sorted(worst.items())]
     return report
+
+
+def _gouges_by_op(program: Program, grid: Grid, gouge: np.ndarray, below: np.ndarray, cutter: np.ndarray) -> list[Gouge]:
+    """Group the gouged cells by the op that cut them (one sort, not one pass per op)."""
+    cells = np.flatnonzero(gouge.ravel())
+    if not len(cells):
+        return []
+    ops, depth = cutter.ravel()[cells], below.ravel()[cells]
+    order = np.lexsort((-depth, ops))  # by op, deepest first within an op
+    cells, ops, depth = cells[order], ops[order], depth[order]
+    starts = np.flatnonzero(np.r_[True, ops[1:] != ops[:-1]])
+    j, i = np.divmod(cells, grid.nx)
+    x, y = grid.x0 + (i + 0.5) * grid.cell, grid.y0 + (j + 0.5) * grid.cell
+    counts = np.diff(np.r_[starts, len(cells)])
+    lo_x, hi_x = np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
+    lo_y, hi_y = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
+    out = []
+    for k, first in enumerate(starts.tolist()):
+        op = int(ops[first])
+        # the deepest place: the middle of the cells as deep as the deepest (a flat-bottomed gouge has many)
+        deepest = first + int(np.searchsorted(-depth[first:first + counts[k]], -depth[first] + 1e-6, "right"))
+        out.append(Gouge(op, int(program.source_line[op]), program.commands[op], int(counts[k]),
+                         float(counts[k] * grid.cell * grid.cell), float(depth[first]),
+                         (float(x[first:deepest].mean()), float(y[first:deepest].mean())),
+                         ((float(lo_x[k]), float(lo_y[k])), (float(hi_x[k]), float(hi_y[k])))))
+    return sorted(out, key=lambda g: -g.max_depth_mm)
