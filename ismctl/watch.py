@@ -34,7 +34,7 @@ def _number(value) -> bool:
 
 
 def telemetry_text(telemetry: dict) -> str:
-    """Whatever a device reports, by its shape: a pair is current/target (heaters), a triple a position."""
+    """Whatever a device reports, by its shape: a pair is current/target (heaters), a longer list a vector."""
     parts = []
     for key, value in telemetry.items():
         unit = TELEMETRY_UNITS.get(key, "")
@@ -42,8 +42,8 @@ def telemetry_text(telemetry: dict) -> str:
             continue
         if isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value)):
             parts.append(f"{key} {value[0]:.1f}/{value[1]:.0f}{' ' + unit if unit else ''}")
-        elif isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_number, value)):
-            parts.append(f"{key} {value[0]:.1f},{value[1]:.1f},{value[2]:.2f}")
+        elif isinstance(value, (list, tuple)) and value and all(map(_number, value)):
+            parts.append(f"{key} {','.join(f'{round(v, 2):g}' for v in value)}")
         elif _number(value):
             parts.append(f"{key} {value:g}{' ' + unit if unit else ''}")
         elif isinstance(value, str) and value:

@@ -171,7 +171,7 @@ class Store:
         """A hand-off step's state; the graph's event log records the change."""
         with self.db:
             self.db.execute("UPDATE graph_steps SET state=?, reason=? WHERE graph_id=? AND idx=?", (state, reason, graph_id, idx))
-            self._event(graph_id, f"step.{state}", {"step": idx, "reason": reason})
+            self._event(graph_id, f"step.{state}", {"index": idx, "reason": reason})
 
     def set_state(self, job_id: int, state: str, reason: str = "", **fields) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
