@@ -238,6 +238,9 @@ def test_every_line_fits_grbl(milled):
         assert len(line) <= 79 and line.isascii()
         assert line.count("(") == line.count(")") <= 1
     assert milled.program.device_class == "mill" and milled.program.commands[-1] == "M30"
+    # layers: one per cutting level, in program order (facing's one level, then the part's)
+    assert np.all(np.diff(milled.program.layer) >= 0)
+    assert milled.program.layer_count == 1 + milled.program.meta["levels"]
 
 
 def test_stock_spec_and_errors(block):

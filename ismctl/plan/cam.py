@@ -231,6 +231,7 @@ def _drill(c: cam_ops.Cutter, holes, settings: CamSettings, material_top: float,
                          f"{t.name!r} (D{t.diameter:g}): left alone")
     if not fits:
         notes.append(f"drill: no hole of {t.diameter:g} mm found")
+    c.out.next_level()
     cam_ops.drill(c, fits, settings.peck_depth or t.diameter, material_top)
     return sum(math.pi * t.radius ** 2 * (material_top - h.bottom) for h in fits)
 
@@ -258,7 +259,7 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
     removed, previous_forbidden, skipped = 0.0, None, set()
     z_above = material_top
     for k, (z, keep) in enumerate(zip(levels, keeps)):
-        c.out.level = k
+        c.out.next_level()
         forbidden = cam_areas.offset(keep, clearance)
         free = cam_areas.boolean("difference", world, forbidden)
         pieces = cam_areas.islands(free)

@@ -44,8 +44,11 @@ class GcodeWriter:
         self.layers: list[int] = []
         self.blocks: list[tuple[int, tuple, tuple, float, float]] = []  # (line, start, end, length, feed or 0)
         self.pos = [math.nan, math.nan, math.nan]
-        self.level = -1
+        self.level = -1  # the Program's layer: -1 for the header, then one per cutting level in program order
         self._feed = None
+
+    def next_level(self) -> None:
+        self.level += 1
 
     # -- plain lines ----------------------------------------------------------
     def line(self, text: str) -> None:

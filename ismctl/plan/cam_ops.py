@@ -185,7 +185,7 @@ def face(c: Cutter, levels: np.ndarray, stepover: float) -> None:
     ys = np.linspace(y0 + r / 2, y1 - r / 2, n + 1) if y1 - y0 > r else np.array([(y0 + y1) / 2])
     left, right = x0 - r - 1.0, x1 + r + 1.0
     for k, z in enumerate(levels):
-        c.out.level = k
+        c.out.next_level()
         c.out.comment(f"face z {z:.3f}")
         if k == 0:
             c.travel_down((left, ys[0]), z)
