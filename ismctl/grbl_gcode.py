@@ -27,8 +27,9 @@ error number where grbl has one (the rules of grbl 1.1h ``protocol.c`` and
   control characters, anything non-ASCII) outside comments;
 * a word that is not a letter and a number (1, 2); letters grbl lacks (20);
   G/M codes grbl lacks — cutter compensation ``G41``/``G42``, canned cycles
-  ``G81``-``G89``, ``G64``, ``M6`` and every other M but ``M0 M1 M2 M30 M3 M4 M5
-  M7 M8 M9`` (20); probing ``G38.x`` and ``G43.1`` (grbl has them; this stack's
+  ``G81``-``G89``, ``G64``, ``M6``, ``M7`` (mist: only in grbl built with
+  ``ENABLE_M7``, off by default) and every other M but ``M0 M1 M2 M30 M3 M4 M5 M8
+  M9`` (20); probing ``G38.x`` and ``G43.1`` (grbl has them; this stack's
   verification and simulator do not); two words of one modal group (21);
   a repeated word (25); negative F, N, P, S, T (4); a non-integer M or T (23);
   T > 255 (38); N > 9999999 (27);
@@ -95,7 +96,7 @@ for _codes, _group in (((0, 10, 20, 30, 800), "motion"),
     for _c in _codes:
         _G_GROUP[_c] = _group
 _M_GROUP = {0: "stop", 1: "stop", 2: "stop", 30: "stop", 3: "spindle", 4: "spindle", 5: "spindle",
-            7: "coolant", 8: "coolant", 9: "coolant"}
+            8: "coolant", 9: "coolant"}  # M7 (mist) only exists in grbl built with ENABLE_M7, off by default
 _NOT_HERE = {382: "probing (G38.x) is not supported: its end position is unknown to the host",
              383: "probing (G38.x) is not supported: its end position is unknown to the host",
              384: "probing (G38.x) is not supported: its end position is unknown to the host",
@@ -335,6 +336,8 @@ class _Scanner:
             elif letter == "M":
                 if value != int(value):
                     raise _Refused(f"M{value:g}: value not integer (grbl error 23)")
+                if int(value) == 7:
+                    raise _Refused("M7 (mist coolant) is not in grbl's default build (ENABLE_M7); use M8 (error 20)")
                 if int(value) not in _M_GROUP:
                     raise _Refused(f"M{int(value)} is not supported by grbl (error 20)")
                 group = "m" + _M_GROUP[int(value)]
@@ -429,8 +432,8 @@ class _Scanner:
 
     def _g10(self, values: dict, axes: dict) -> None:
         level, p = values.pop("L", None), values.pop("P", None)
-        if p is None:
-            raise _Refused("G10 needs P (grbl error 28)")
+        if p is None or level is None:
+            raise _Refused("G10 needs L and P (grbl error 28)")
         if level not in (2, 20):
             raise _Refused("G10 supports L2 and L20 only (grbl error 20)")
         if p != int(p) or p > 6:
