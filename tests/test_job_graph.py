@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO, wait_for
 from test_supervisor import ismctl
@@ -169,6 +171,23 @@ def test_read_steps_defaults_the_handoff_from_the_cell_config():
         ("device", "printer", "", 0.0), ("handoff", "", "auto", 7.5), ("device", "mill", "", 0.0)]
     with pytest.raises(GraphError, match=r"steps\[1\].transfer_s: only applies to an auto hand-off"):
         read_steps([steps_a := {"name": "a.gcode", "gcode": ""}, {"handoff": "operator", "transfer_s": 1}, steps_a], [], {"p": "printer"}, "auto", 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(["name", "gcode", "mesh", "cam", "handoff", "transfer_s", "device", "x"]),
+                    st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=True), st.text(max_size=8),
+                              st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))),
+    st.integers(), st.text(max_size=4)), max_size=5))
+def test_read_steps_refuses_any_bad_steps_with_a_graph_error(steps):
+    """What a hostile client can put in submit_graph's steps: a GraphError naming the step, nothing else."""
+    arrays = [np.zeros(4, np.uint8), np.zeros(2, np.float64)]
+    try:
+        specs = read_steps(steps, arrays, {"printer": "printer", "mill": "mill"}, "operator", 5.0)
+    except GraphError as exc:
+        assert str(exc).startswith("steps")
+    else:
+        assert specs and all(s.kind in ("device", "handoff") for s in specs)
 
 
 def test_estop_and_pause_at_a_handoff(make_cell):

@@ -13,14 +13,14 @@ with the reason.  docs/jobs.md spells out pause and e-stop at a hand-off.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..machines import GRAPH, TERMINAL_JOB_STATES, StateModel
 from ..plan.model import MESH_SUFFIXES
-from .jobs import JobBook
+from .jobs import JobBook, Tracked
 from .planners import NoDevice, pick_device
-from .store import JobRecord, StepRecord, Store
+from .store import StepRecord, Store
 
 log = logging.getLogger("ismctl.supervisor.graphs")
 
@@ -49,21 +49,11 @@ class StepSpec:
 
 
 @dataclass
-class Graph:
-    """A graph in memory; ``record`` and ``machine`` make it a subject of JobBook.transition."""
+class Graph(Tracked):
+    """A graph in memory: its row of the jobs table, its state machine and its steps."""
 
-    record: JobRecord
-    machine: StateModel
-    steps: list[StepRecord]
+    steps: list[StepRecord] = field(default_factory=list)
     transfer_ends: float | None = None  # monotonic time the running automatic transfer ends
-
-    @property
-    def id(self) -> int:
-        return self.record.id
-
-    @property
-    def state(self) -> str:
-        return self.machine.state
 
 
 def read_steps(steps, arrays, classes: dict[str, str], default_mode: str, default_transfer_s: float) -> list[StepSpec]:

@@ -17,14 +17,11 @@ log = logging.getLogger("ismctl.supervisor.jobs")
 
 
 @dataclass
-class Job:
+class Tracked:
+    """A row of the jobs table and the state machine it follows; :meth:`JobBook.transition` moves it."""
+
     record: JobRecord
     machine: StateModel
-    program: Program | None = None
-    progress: dict = field(default_factory=dict)
-    auto_resume: bool = False
-    hold: bool = False  # planning ends held: a graph step that waits for the steps before it
-    error: Exception | None = None  # why planning failed: one of INPUT_ERRORS, naming the bad input
 
     @property
     def id(self) -> int:
@@ -33,6 +30,15 @@ class Job:
     @property
     def state(self) -> str:
         return self.machine.state
+
+
+@dataclass
+class Job(Tracked):
+    program: Program | None = None
+    progress: dict = field(default_factory=dict)
+    auto_resume: bool = False
+    hold: bool = False  # planning ends held: a graph step that waits for the steps before it
+    error: Exception | None = None  # why planning failed: one of INPUT_ERRORS, naming the bad input
 
     def summary(self) -> dict:
         out = self.record.summary()
@@ -130,7 +136,7 @@ class JobBook:
                 changed.append(job)
         return changed
 
-    def transition(self, job: Job, trigger: str, reason: str = "", **fields) -> None:
+    def transition(self, job: Tracked, trigger: str, reason: str = "", **fields) -> None:
         job.machine.trigger_or_refuse(trigger)
         self.store.set_state(job.id, job.state, reason, **fields)
         job.record.state, job.record.reason = job.state, reason
