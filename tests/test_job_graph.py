@@ -164,6 +164,19 @@ def test_a_graph_is_checked_whole_before_anything_runs(make_cell):
     assert not cell.exec_log.exists() or executed(cell) == []
 
 
+def test_the_handoff_config_is_checked_naming_the_key(tmp_path):
+    from ismctl import config as cellconfig
+
+    path = tmp_path / "cell.toml"
+    path.write_text('[cell]\nname = "c"\n[handoff]\nmode = "auto"\ntransfer_s = 2\n')
+    assert cellconfig.load(path).handoff == cellconfig.HandoffConfig("auto", 2.0)
+    for table, key in (('mode = "robot"', "handoff.mode"), ("transfer_s = -1", "handoff.transfer_s"), ("speed = 1", "handoff.speed")):
+        path.write_text(f'[cell]\nname = "c"\n[handoff]\n{table}\n')
+        with pytest.raises(cellconfig.ConfigError) as info:
+            cellconfig.load(path)
+        assert info.value.key == key
+
+
 def test_read_steps_defaults_the_handoff_from_the_cell_config():
     steps = read_steps([{"name": "a.gcode", "gcode": "G28\n"}, {"handoff": "default"}, {"name": "b.nc", "gcode": "G0 X1\n"}],
                        [], {"printer": "printer", "mill": "mill"}, "auto", 7.5)
@@ -291,6 +304,10 @@ def test_the_example_job_prints_the_bracket_then_drills_it_on_the_mill(make_cell
     assert cell.mill_exec_log.read_text().splitlines() == list(grbl_gcode.parse(faced.gcode).commands + drilled.commands)
     status = ismctl(cell, "status")
     assert "mill" in status.stdout and "spindle" in status.stdout and "hotend" in status.stdout, status.stdout
+    bore = ismctl(cell, "submit", str(example.parent / "hybrid-example" / "bore.nc"))  # grbl G-code: to the mill by its name
+    assert bore.returncode == 0 and "queued on mill: 11 ops" in bore.stdout, bore.stderr
+    to_mill = ismctl(cell, "submit", str(example.parent / "hybrid-example" / "bracket.stl"), "--device", "mill")
+    assert to_mill.returncode == 1 and "mill is a mill; meshes are sliced for a printer" in to_mill.stderr, to_mill.stderr
     mesh = np.frombuffer((example.parent / "hybrid-example" / "bracket.stl").read_bytes(), np.uint8)
     with pytest.raises(CommandFailed) as info:
         cell.client.call("submit_graph", arrays=[mesh], name="bad cam", steps=[{"name": "bracket.stl", "mesh": 0, "cam": {"colour": "red"}}])
