@@ -15,56 +15,45 @@ from numba import njit
 
 
 @njit(cache=True)
+def _line_crossings(points, loop_start, y, xs):
+    """x of every edge crossing the line ``y`` into ``xs``; returns how many (half-open at the upper end)."""
+    n = 0
+    for loop in range(len(loop_start) - 1):
+        s, e = loop_start[loop], loop_start[loop + 1]
+        for i in range(s, e):
+            j = i + 1 if i + 1 < e else s
+            y0, y1 = points[i, 1], points[j, 1]
+            if (y0 <= y) != (y1 <= y):
+                xs[n] = points[i, 0] + (y - y0) / (y1 - y0) * (points[j, 0] - points[i, 0])
+                n += 1
+    return n
+
+
+@njit(cache=True)
 def scanline_segments(points, loop_start, ys):
     """The pieces of each horizontal line ``y = ys[k]`` inside the area, left to right.
 
     Returns ``(segments (m, 3): x_left, x_right, y; line (m,): k)``.  An edge
     counts for a line when its ends lie on opposite sides of it (half-open at
-    the upper end), so a vertex on the line is never counted twice.
+    the upper end), so a vertex on the line is never counted twice.  Two
+    passes (count, then fill) so the output is allocated once.
     """
-    n_lines = len(ys)
-    cap = 16
-    xs = np.empty(cap)
-    out = np.empty((0, 3))
-    chunks = []
-    lines = []
-    for k in range(n_lines):
-        y = ys[k]
-        n = 0
-        for loop in range(len(loop_start) - 1):
-            s, e = loop_start[loop], loop_start[loop + 1]
-            for i in range(s, e):
-                j = i + 1 if i + 1 < e else s
-                y0, y1 = points[i, 1], points[j, 1]
-                if (y0 <= y) != (y1 <= y):
-                    t = (y - y0) / (y1 - y0)
-                    if n == cap:
-                        grown = np.empty(cap * 2)
-                        grown[:cap] = xs
-                        xs, cap = grown, cap * 2
-                    xs[n] = points[i, 0] + t * (points[j, 0] - points[i, 0])
-                    n += 1
-        if n < 2:
-            continue
-        row = np.sort(xs[:n])
-        seg = np.empty((n // 2, 3))
-        for p in range(n // 2):
-            seg[p, 0], seg[p, 1], seg[p, 2] = row[2 * p], row[2 * p + 1], y
-        chunks.append(seg)
-        lines.append(np.full(n // 2, k, np.int64))
-    if not chunks:
-        return out, np.zeros(0, np.int64)
-    total = 0
-    for c in chunks:
-        total += len(c)
-    out = np.empty((total, 3))
-    line = np.empty(total, np.int64)
+    xs = np.empty(len(points))
+    pairs = np.zeros(len(ys), np.int64)
+    for k in range(len(ys)):
+        pairs[k] = _line_crossings(points, loop_start, ys[k], xs) // 2
+    segments = np.empty((pairs.sum(), 3))
+    line = np.empty(pairs.sum(), np.int64)
     at = 0
-    for c, li in zip(chunks, lines):
-        out[at:at + len(c)] = c
-        line[at:at + len(c)] = li
-        at += len(c)
-    return out, line
+    for k in range(len(ys)):
+        if pairs[k] == 0:
+            continue
+        row = np.sort(xs[:_line_crossings(points, loop_start, ys[k], xs)])
+        for p in range(pairs[k]):
+            segments[at, 0], segments[at, 1], segments[at, 2] = row[2 * p], row[2 * p + 1], ys[k]
+            line[at] = k
+            at += 1
+    return segments, line
 
 
 @njit(cache=True)
