@@ -254,6 +254,8 @@ def test_stock_spec_and_errors(block):
         plan_cam(block, tool="drill-3", operations=("profile",))
     with pytest.raises(PlanError, match="known: .*flat-3"):
         plan_cam(block, tool="flat-33")
+    with pytest.raises(PlanError, match="stepovr: unknown setting"):
+        plan_cam(block, stepovr=1.0)
     result = plan_cam(block, stock=Stock(40, 30, 12), operations=("face",))
     assert result.stock.tolist() == [[0, 0, -12], [40, 30, 0]]
     assert result.offset[2] == pytest.approx(-0.5 - HEIGHT)

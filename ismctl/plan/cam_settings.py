@@ -103,6 +103,10 @@ class CamSettings:
 
     def replace(self, **changes) -> "CamSettings":
         """A copy with the changes that are not None (command-line options left unset)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise PlanError(f"cam: {unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
