@@ -70,7 +70,7 @@ import numpy as np
 from .gcode import GcodeError
 from .program import Program
 
-__all__ = ["GRBL_DEFAULTS", "MAX_LINE_CHARS", "MoveArrays", "moves", "parse"]
+__all__ = ["GRBL_DEFAULTS", "MAX_LINE_CHARS", "MoveArrays", "moves", "parse", "parse_with_path"]
 
 #: grbl's LINE_BUFFER_SIZE is 80: at most 79 characters of a line are kept.
 MAX_LINE_CHARS = 79
@@ -558,20 +558,32 @@ def parse(text: str, name: str = "", limits: Mapping[int, float] | None = None,
     GcodeError on the first refused line.  ``limits``: grbl settings (``{110: 1000.0, ...}``,
     e.g. from the machine's ``$$``) that replace :data:`GRBL_DEFAULTS`; ``start``: the tool's
     work position before the first line, when known."""
-    program = _scan(text, name, limits, start).program()
+    return parse_with_path(text, name, limits, start)[0]
+
+
+def parse_with_path(text: str, name: str = "", limits: Mapping[int, float] | None = None, start=None,
+                    chord_tolerance: float = _ARC_TOLERANCE_MM) -> tuple[Program, MoveArrays]:
+    """:func:`parse` and :func:`moves` from one pass over the text (verification wants both)."""
+    scanner = _scan(text, name, limits, start)
+    program = scanner.program()
     program.meta["start"] = None if start is None else [float(v) for v in start]
     program.meta["limits"] = {str(int(k)): float(v) for k, v in (limits or {}).items()}  # wire maps take str keys
-    return program
+    return program, _path(scanner, chord_tolerance)
 
 
 def moves(source: Program | str, chord_tolerance: float = _ARC_TOLERANCE_MM) -> MoveArrays:
     """The tool path of a program (or G-code text) as straight segments; arcs are cut into
-    chords that stay within ``chord_tolerance`` mm of the arc."""
+    chords that stay within ``chord_tolerance`` mm of the arc.  A Program is parsed again from
+    its commands (with the start and limits it was parsed with): it carries no arc geometry."""
     if isinstance(source, Program):
         scanner = _scan("\n".join(source.commands), source.name, source.meta.get("limits"),
                         source.meta.get("start"))
     else:
         scanner = _scan(source, "", None, None)
+    return _path(scanner, chord_tolerance)
+
+
+def _path(scanner: _Scanner, chord_tolerance: float) -> MoveArrays:
     rows = scanner.move_rows().copy()
     placed = ~np.isnan(rows[:, 5:8]).any(axis=1)
     rows = rows[placed]

@@ -137,7 +137,7 @@ def resolve_tool(args):
 
 def run(args, progress=None):
     """Parse, load, simulate, compare: -> ZmapReport (raises UsageError or GcodeError)."""
-    from .grbl_gcode import parse
+    from .grbl_gcode import parse_with_path
     from .plan.mesh_io import load_mesh
     from .plan.zmap import Stock, verify
 
@@ -148,7 +148,7 @@ def run(args, progress=None):
     tool = resolve_tool(args)
     step(STEPS[0], 0)
     text = args.program.read_text(encoding="ascii", errors="replace")  # the parser names a non-ASCII line
-    program = parse(text, args.program.name, start=args.start)
+    program, path = parse_with_path(text, args.program.name, start=args.start)
     step(STEPS[1], 1)
     try:
         mesh = load_mesh(args.mesh)
@@ -157,7 +157,7 @@ def run(args, progress=None):
         raise UsageError(str(exc)) from None
     step(STEPS[2], 2)
     try:
-        return verify(program, mesh, stock, tool, cell=args.grid, tolerance=args.tolerance)
+        return verify(program, mesh, stock, tool, cell=args.grid, tolerance=args.tolerance, path=path)
     except PlanError as exc:  # a grid too fine for the stock
         raise UsageError(str(exc)) from None
 

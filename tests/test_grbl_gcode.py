@@ -12,7 +12,7 @@ from test_sim_mill import Mill
 
 from ismctl import wire
 from ismctl.gcode import GcodeError
-from ismctl.grbl_gcode import moves, parse
+from ismctl.grbl_gcode import moves, parse, parse_with_path
 from ismctl.program import Program
 
 ORIGIN = (0.0, 0.0, 0.0)
@@ -83,6 +83,10 @@ def test_moves_chord_tolerance_and_unknown_ends():
     assert sag.max() <= 0.01 and sag.max() > 0.005
     assert not m.rapid[arc].any() and m.rapid[m.op == 0].all()
     assert m.unplaced == 1 and 3 not in m.op      # after G28 the position is unknown
+    program, path = parse_with_path(SIM_PROGRAM, "p", {110: 700}, ORIGIN)   # one pass, the same answers
+    again = moves(program)
+    assert np.array_equal(program.duration_s, parse(SIM_PROGRAM, "p", {110: 700}, ORIGIN).duration_s)
+    assert np.array_equal(path.start, again.start) and np.array_equal(path.rapid, again.rapid)
 
 
 def test_program_travels_the_wire_with_its_path():

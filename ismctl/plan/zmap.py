@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..grbl_gcode import MoveArrays
 from ..grbl_gcode import moves as program_moves
 from ..program import Program
 from . import zmap_kernels
@@ -191,9 +192,11 @@ def target_surface(mesh: Mesh, grid: Grid, floor: float) -> np.ndarray:
     return np.maximum(target, floor)
 
 
-def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid):
-    """Sweep every placed move through the stock: -> (height, cutter, MoveArrays, max_cut per segment)."""
-    path = program_moves(program)
+def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid, path: MoveArrays | None = None):
+    """Sweep every placed move through the stock: -> (height, cutter, MoveArrays, max_cut per segment).
+    ``path``: the program's moves when the caller has them (``parse_with_path``)."""
+    if path is None:
+        path = program_moves(program)
     height = np.full(grid.shape, float(stock.hi[2]))
     cutter = zmap_kernels.empty_cutter(grid.shape)
     max_cut = np.zeros(len(path))
@@ -203,13 +206,15 @@ def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid):
 
 
 def verify(program: Program, mesh: Mesh, stock: Stock, tool: ToolShape,
-           cell: float = DEFAULT_GRID_MM, tolerance: float = DEFAULT_TOLERANCE_MM) -> ZmapReport:
-    """Run ``program`` through the stock and compare the result with ``mesh``'s top surface."""
+           cell: float = DEFAULT_GRID_MM, tolerance: float = DEFAULT_TOLERANCE_MM,
+           path: MoveArrays | None = None) -> ZmapReport:
+    """Run ``program`` (its moves: ``path``, or parsed again) through the stock and compare the
+    result with ``mesh``'s top surface."""
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise PlanError(f"tolerance must be >= 0 mm, got {tolerance!r}")
     grid = Grid.covering(stock, cell)
     target = target_surface(mesh, grid, float(stock.lo[2]))
-    height, cutter, path, max_cut = simulate(program, stock, tool, grid)
+    height, cutter, path, max_cut = simulate(program, stock, tool, grid, path)
     area = grid.cell * grid.cell
     below = target - height
     gouge = (below > tolerance) & (cutter >= 0)  # where nothing cut, the stock was short, not the program wrong
