@@ -313,3 +313,24 @@ def test_the_example_job_prints_the_bracket_then_drills_it_on_the_mill(make_cell
         cell.client.call("submit_graph", arrays=[mesh], name="bad cam", steps=[{"name": "bracket.stl", "mesh": 0, "cam": {"colour": "red"}}])
     assert info.value.result == "validation_error"
     assert "step 1 (bracket.stl on mill) failed: steps[0].cam: colour: unknown key" in info.value.reply.body["error"]
+
+
+def test_a_database_from_before_job_graphs_is_migrated(tmp_path):
+    import sqlite3
+
+    from ismctl.supervisor.store import Store
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, name TEXT NOT NULL, device TEXT NOT NULL, state TEXT NOT NULL, "
+                "reason TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL, n_ops INTEGER NOT NULL, "
+                "confirmed_op INTEGER NOT NULL DEFAULT -1, line_base INTEGER NOT NULL DEFAULT 0, paused_by TEXT NOT NULL DEFAULT '')")
+    old.execute("INSERT INTO jobs (name, device, state, created, updated, n_ops) VALUES ('old.gcode', 'printer', 'completed', 0, 0, 3)")
+    old.commit()
+    old.close()
+    store = Store(path)
+    assert [(j.name, j.kind) for j in store.jobs()] == [("old.gcode", "job")] and store.jobs(kind="graph") == []
+    graph = store.add_graph("g", "planning", [{"kind": "device", "label": "a.gcode", "device": "printer"},
+                                              {"kind": "handoff", "label": "hand-off", "device": "", "mode": "auto", "transfer_s": 1.0}])
+    assert [(s.kind, s.job_id is not None) for s in store.steps(graph)] == [("device", True), ("handoff", False)]
+    store.close()
