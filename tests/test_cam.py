@@ -335,3 +335,17 @@ def test_curved_parts_come_out_without_a_gouge_on_the_z_map(shape, options):
                          zmap.ToolShape(tool.shape, tool.diameter, tool.name), cell=0.2)
     assert report.gouge_area_mm2 == 0, (report.gouge_max_mm, report.gouge_at, report.gouge_line)
     assert report.removed_mm3 > 0.8 * result.removed_mm3
+
+
+def test_rings_are_clipped_to_where_the_tool_can_touch_the_stock():
+    from ismctl.plan.cam_areas import clip_loop_to_box
+
+    loop = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)  # counter-clockwise
+    whole, parts = clip_loop_to_box(loop, (-1, -1, 11, 11))
+    assert whole and parts[0] is loop
+    whole, parts = clip_loop_to_box(loop, (2, -1, 8, 5))  # the box takes a bite of the bottom edge only
+    assert not whole and len(parts) == 1
+    assert parts[0].tolist() == [[2, 0], [8, 0]]  # in the loop's direction
+    whole, parts = clip_loop_to_box(loop[::-1], (-1, 5, 11, 11))  # the top half, clockwise
+    assert not whole and len(parts) == 1 and parts[0].tolist() == [[0, 5], [0, 10], [10, 10], [10, 5]]
+    assert clip_loop_to_box(loop, (20, 20, 30, 30)) == (False, [])

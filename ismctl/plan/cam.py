@@ -253,7 +253,7 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
     # The kept area may lie inside the part by the sections' simplification, and Clipper's round joins
     # cut their arcs' chords inside the true offset: the tool keeps that much further away.
     clearance = r + settings.finish_allowance + cam_features.SECTION_DEVIATION + cam_areas.ARC_TOLERANCE
-    reach = cam_areas.rectangle(box[0, 0] - r, box[0, 1] - r, box[1, 0] + r, box[1, 1] + r)
+    reach_box = (box[0, 0] - r - 0.01, box[0, 1] - r - 0.01, box[1, 0] + r + 0.01, box[1, 1] + r + 0.01)
     world = cam_areas.rectangle(box[0, 0] - r - 50, box[0, 1] - r - 50, box[1, 0] + r + 50, box[1, 1] + r + 50)
     stock_rect = cam_areas.rectangle(box[0, 0], box[0, 1], box[1, 0], box[1, 1])
     removed, previous_forbidden, skipped = 0.0, None, set()
@@ -268,10 +268,15 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
         if "pocket" in ops:
             before = len(c.out.lines)
             c.out.comment(f"pocket z {z:.3f}")
-            rings = cam_ops.outer_rings(keep, clearance, stepover, reach)
+            rings = cam_ops.outer_rings(keep, clearance, stepover, reach_box)
             for ring in rings[:-1] if "profile" in ops else rings:
-                for loop in ring:
-                    c.cut_loop(cam_ops.directed(loop, settings.climb), z, outer, z_above)
+                for loop in ring:  # only where the tool can touch the stock: the rest of a ring is air
+                    whole, parts = cam_areas.clip_loop_to_box(cam_ops.directed(loop, settings.climb), reach_box)
+                    for part in parts:
+                        if whole:
+                            c.cut_loop(part, z, outer, z_above)
+                        else:
+                            c.cut_open(part, z, outer, z_above, either_way=False)
             for piece in pieces:
                 if piece is not outer:
                     _pocket(c, piece, z, z_above, stepover, settings, notes, skipped)
@@ -283,7 +288,7 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
             # and a contour that differs from the level above's is cut down from the top, level by level.
             cleared = "pocket" in ops or (previous_forbidden is not None and _same(previous_forbidden, forbidden))
             passes = [(z, z_above)] if cleared else list(zip(levels[:k + 1], [material_top, *levels[:k]]))
-            for loop in cam_ops.outer_rings(keep, clearance, stepover, reach)[-1]:
+            for loop in cam_ops.outer_rings(keep, clearance, stepover, reach_box)[-1]:
                 for depth, entry in passes:
                     c.cut_loop(cam_ops.directed(loop, settings.climb), depth, outer if "pocket" in ops else [], entry)
             counts["profile"] = counts.get("profile", 0) + len(c.out.lines) - before

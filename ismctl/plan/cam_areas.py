@@ -105,3 +105,50 @@ def contains(area, point) -> bool:
         if pyclipper.PointInPolygon(q, loop) != 0:
             winding += 1 if signed_area(np.asarray(loop, dtype=np.float64)) > 0 else -1
     return winding != 0
+
+
+def _clip_segment(p, q, box):
+    """Liang-Barsky: the parameters (t0, t1) of segment p->q inside ``box`` (x0, y0, x1, y1), or None."""
+    t0, t1 = 0.0, 1.0
+    d = q - p
+    for delta, low, high, start in ((d[0], box[0], box[2], p[0]), (d[1], box[1], box[3], p[1])):
+        if abs(delta) < 1e-15:
+            if start < low or start > high:
+                return None
+            continue
+        a, b = (low - start) / delta, (high - start) / delta
+        t0, t1 = max(t0, min(a, b)), min(t1, max(a, b))
+    return (t0, t1) if t1 - t0 > 1e-12 else None
+
+
+def clip_loop_to_box(loop: np.ndarray, box) -> tuple[bool, list[np.ndarray]]:
+    """The parts of closed ``loop`` inside the axis-aligned ``box`` (x0, y0, x1, y1), in the loop's direction.
+
+    Returns (True, [loop]) when the loop is wholly inside, else (False, open pieces) -- each piece starts and
+    ends on the box's edge."""
+    outside = np.flatnonzero((loop[:, 0] < box[0]) | (loop[:, 0] > box[2]) | (loop[:, 1] < box[1]) |
+                             (loop[:, 1] > box[3]))
+    if not len(outside):
+        return True, [loop]
+    ring = np.roll(loop, -int(outside[0]), axis=0)  # start outside: no piece is split at the seam
+    ring = np.vstack((ring, ring[:1]))
+    pieces, current = [], None
+    for p, q in zip(ring[:-1], ring[1:]):
+        inside = _clip_segment(p, q, box)
+        if inside is None:
+            current = None
+            continue
+        t0, t1 = inside
+        if current is None or t0 > 0:
+            current = [p + (q - p) * t0]
+            pieces.append(current)
+        current.append(p + (q - p) * t1)
+        if t1 < 1:
+            current = None
+    return False, [np.array(piece) for piece in pieces if _polyline_length(piece) > 1e-3]
+
+
+def _polyline_length(points) -> float:
+    pts = np.asarray(points)
+    return float(np.sum(np.hypot(*np.diff(pts, axis=0).T)))
+

@@ -147,9 +147,10 @@ class Cutter:
         for p in np.vstack((loop[1:], loop[:1])):
             self.out.feed(p[0], p[1], z, self.feed_rate)
 
-    def cut_open(self, path: np.ndarray, z: float, area, z_clear: float) -> None:
-        """Cut an open path at ``z`` (from whichever end is nearer)."""
-        if not np.isnan(self.xy).any() and np.hypot(*(path[-1] - self.xy)) < np.hypot(*(path[0] - self.xy)):
+    def cut_open(self, path: np.ndarray, z: float, area, z_clear: float, either_way: bool = True) -> None:
+        """Cut an open path at ``z``, from whichever end is nearer when ``either_way``."""
+        if either_way and not np.isnan(self.xy).any() and \
+                np.hypot(*(path[-1] - self.xy)) < np.hypot(*(path[0] - self.xy)):
             path = path[::-1]
         if not self.reach(path[0], z, area, z_clear):
             self.ramp_open(path, z_clear, z)
@@ -206,14 +207,15 @@ def directed(loop: np.ndarray, climb: bool) -> np.ndarray:
     return loop if climb else loop[::-1].copy()
 
 
-def outer_rings(keep, clearance: float, stepover: float, stock_reach) -> list[list[np.ndarray]]:
+def outer_rings(keep, clearance: float, stepover: float, reach_box) -> list[list[np.ndarray]]:
     """Offset rings around the kept area, outermost first, each oriented as the free area's loops (clockwise,
-    the part on the right); the last is the profile (``clearance`` away)."""
+    the part on the right); the last is the profile (``clearance`` away).  Rings stop once one lies wholly
+    outside ``reach_box`` (the stock grown by the tool radius: nothing left to cut there)."""
     rings, j = [], 0
     while True:
         grown = cam_areas.offset(keep, clearance + j * stepover)
         outlines = [loop[::-1].copy() for loop in grown if cam_areas.signed_area(loop) > 0]
-        if j and not cam_areas.clip_paths([np.vstack((o, o[:1])) for o in outlines], stock_reach):
+        if j and not any(cam_areas.clip_loop_to_box(loop, reach_box)[1] for loop in outlines):
             break
         rings.append(outlines)
         j += 1
