@@ -110,9 +110,17 @@ class Cutter:
             here, i = p, i + 1
 
     def ramp_open(self, path: np.ndarray, z_from: float, z_to: float) -> None:
-        """Down from ``z_from`` to ``z_to`` back and forth along the open path, ending at its start."""
+        """Down from ``z_from`` to ``z_to`` back and forth along the start of the open path (no more of it than
+        one leg there and one back at the ramp angle take), ending at its start."""
         at = np.concatenate(([0.0], np.cumsum(np.hypot(*np.diff(path, axis=0).T))))  # distance of each point
-        length = at[-1]
+        leg = min(at[-1], (z_from - z_to) / self.tan / 2)
+        if leg <= 0:
+            self.out.feed(None, None, z_to, self.plunge_rate)
+            return
+        k = int(np.searchsorted(at, leg))  # the prefix of the path up to ``leg``, its end interpolated
+        end = path[k - 1] + (path[k] - path[k - 1]) * (leg - at[k - 1]) / (at[k] - at[k - 1])
+        path, at = np.vstack((path[:k], end)), np.append(at[:k], leg)
+        length = leg
         legs = max(2, math.ceil((z_from - z_to) / max(length * self.tan, 1e-9) - 1e-9))
         legs += legs % 2
         there, back = np.arange(1, len(path)), np.arange(len(path) - 2, -1, -1)
