@@ -367,17 +367,23 @@ def test_offset_kernel_declines_what_it_cannot_do_exactly():
     assert not offset_loops(points, start, -0.45 * SCALE, True, 2.0, 100.0, *none)[2]
 
 
-@pytest.mark.parametrize("case", ["nested", "disjoint", "hole_inside", "equal", "crossing", "touching"])
+@pytest.mark.parametrize("case", ["nested", "disjoint", "hole_inside", "equal", "crossing", "touching",
+                                  "shared_outline", "shared_hole", "shared_outline_other_crossing", "shared_reversed"])
 @pytest.mark.parametrize("difference", [False, True])
 def test_boolean_kernel_matches_clipper(case, difference):
     a = [square(0, 0, 20, 20), square(5, 5, 8, 8, cw=True)]
+    outline_from_elsewhere = np.roll(a[0], 2, axis=0)  # the same loop, listed from another corner
     b = {"nested": [circle(3, c=(14.0, 14.0))], "disjoint": [circle(3, c=(40.0, 0.0))],
          "hole_inside": [square(2, 2, 18, 18), circle(1, c=(13.0, 13.0), cw=True)], "equal": a,
-         "crossing": [circle(5, c=(20.0, 10.0))], "touching": [square(20, 0, 30, 10)]}[case]
+         "crossing": [circle(5, c=(20.0, 10.0))], "touching": [square(20, 0, 30, 10)],
+         "shared_outline": [outline_from_elsewhere, circle(2, c=(14.0, 14.0), cw=True)],
+         "shared_hole": [square(1, 1, 19, 19), np.roll(a[1], 1, axis=0), square(30, 0, 35, 5)],
+         "shared_outline_other_crossing": [outline_from_elsewhere, circle(2, c=(8.0, 8.0), cw=True)],
+         "shared_reversed": [square(5, 5, 8, 8), circle(1, c=(14.0, 14.0))]}[case]
     pa, sa = packed(a)
     pb, sb = packed(b)
     got, got_start, ok = combine_loops(pa, sa, pb, sb, difference)
-    assert ok == (case not in ("crossing", "touching"))
+    assert ok == (case not in ("crossing", "touching", "shared_outline_other_crossing", "shared_reversed"))
     if ok:
         op = pyclipper.CT_DIFFERENCE if difference else pyclipper.CT_INTERSECTION
         same_area(unpacked(got, got_start), clipper_boolean(a, b, op), 1.0)

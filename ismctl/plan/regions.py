@@ -583,30 +583,80 @@ def offset_loops(points, loop_start, delta, round_joins, miter_limit, arc_tolera
 
 
 @njit(cache=True, nogil=True)
-def combine_loops(a, a_start, b, b_start, difference):
-    """Intersection (or ``difference``) A - B of clean areas equal or whose loops meet nowhere (``ok``; else False).
+def _lowest_point(points, s, e):
+    """The loop's smallest point in (x, y) order: where two equal loops start alike."""
+    low = s
+    for i in range(s + 1, e):
+        if points[i, 0] < points[low, 0] or (points[i, 0] == points[low, 0] and points[i, 1] < points[low, 1]):
+            low = i
+    return low
 
-    Every loop then lies wholly inside or outside the other area: A's loops
-    inside B and B's inside A bound the intersection; A's outside B and B's
-    inside A, turned around, bound the difference.
+
+@njit(cache=True, nogil=True)
+def _twin_loops(a, a_start, b, b_start):
+    """For each loop of B, the loop of A with the same points in the same order (from any start), or -1."""
+    n_a, n_b = a_start.shape[0] - 1, b_start.shape[0] - 1
+    a_low = np.empty(n_a, np.int64)
+    for i in range(n_a):
+        a_low[i] = _lowest_point(a, a_start[i], a_start[i + 1])
+    twin = np.full(n_b, -1, np.int64)
+    for j in range(n_b):
+        sb, n = b_start[j], b_start[j + 1] - b_start[j]
+        lb = _lowest_point(b, sb, sb + n)
+        for i in range(n_a):
+            sa = a_start[i]
+            if a_start[i + 1] - sa != n or a[a_low[i], 0] != b[lb, 0] or a[a_low[i], 1] != b[lb, 1]:
+                continue
+            same = True
+            for k in range(n):
+                p, q = sa + (a_low[i] - sa + k) % n, sb + (lb - sb + k) % n
+                if a[p, 0] != b[q, 0] or a[p, 1] != b[q, 1]:
+                    same = False
+                    break
+            if same:
+                twin[j] = i
+                break
+    return twin
+
+
+@njit(cache=True, nogil=True)
+def combine_loops(a, a_start, b, b_start, difference):
+    """Intersection (or ``difference``) A - B of clean areas whose loops are shared or meet nowhere (``ok``; else False).
+
+    Every other loop then lies wholly inside or outside the other area: A's
+    loops inside B and B's inside A bound the intersection; A's outside B and
+    B's inside A, turned around, bound the difference.  A loop both areas have
+    (a wall straight up through consecutive layers) bounds the intersection
+    once and the difference not at all: on both of its sides A and B agree.
     """
     n_a, n_b = a_start.shape[0] - 1, b_start.shape[0] - 1
     if a.shape[0] == b.shape[0] and n_a == n_b and (a_start == b_start).all() and (a == b).all():
         return (a[:0], a_start[:1], True) if difference else (a.copy(), a_start.copy(), True)
-    points = np.concatenate((a, b))
-    loop_start = np.concatenate((a_start, b_start[1:] + a.shape[0]))
-    group = np.zeros(n_a + n_b, np.int64)
+    twin = _twin_loops(a, a_start, b, b_start)
+    b_only, b_only_start = _select_loops(b, b_start, twin < 0, np.zeros(n_b, np.bool_))
+    # B's shared loops are A's own, which A's other loops never meet: only B's others are tested
+    points = np.concatenate((a, b_only))
+    loop_start = np.concatenate((a_start, b_only_start[1:] + a.shape[0]))
+    group = np.zeros(loop_start.shape[0] - 1, np.int64)
     group[n_a:] = 1
     if loops_meet(points, loop_start, group, False):
         return points[:0], loop_start[:1], False
+    shared_in_a = np.zeros(n_a, np.bool_)
+    for j in range(n_b):
+        if twin[j] >= 0:
+            shared_in_a[twin[j]] = True
     a_boxes, b_boxes = _loop_boxes(a, a_start), _loop_boxes(b, b_start)
-    keep = np.empty(n_a + n_b, np.bool_)
-    reverse = np.zeros(n_a + n_b, np.bool_)
+    keep = np.empty(loop_start.shape[0] - 1, np.bool_)
+    reverse = np.zeros(loop_start.shape[0] - 1, np.bool_)
     for loop in range(n_a):
+        if shared_in_a[loop]:
+            keep[loop] = not difference
+            continue
         inside = _winding_at(b, b_start, b_boxes, a[a_start[loop], 0], a[a_start[loop], 1], -1) > 0
         keep[loop] = inside != difference
-    for loop in range(n_b):
-        inside = _winding_at(a, a_start, a_boxes, b[b_start[loop], 0], b[b_start[loop], 1], -1) > 0
+    for loop in range(loop_start.shape[0] - 1 - n_a):
+        first = b_only_start[loop]
+        inside = _winding_at(a, a_start, a_boxes, b_only[first, 0], b_only[first, 1], -1) > 0
         keep[n_a + loop] = inside
         reverse[n_a + loop] = difference
     out, out_start = _select_loops(points, loop_start, keep, reverse)
