@@ -238,7 +238,7 @@ class GraphBook:
         jobs = [self.book.jobs[job_id] for job_id in self.step_jobs(graph)]
         failed = next((j for j in jobs if j.state in ("failed", "cancelled")), None)
         if failed is not None:
-            self._end(graph, "fail", failed)
+            self._end(graph, failed)
         elif all(j.state == "held" for j in jobs):
             self._transition(graph, "planned", "")
             self._advance(graph, now)
@@ -256,7 +256,7 @@ class GraphBook:
                 self.book.transition(job, "release", f"step {step.idx + 1} of job graph {graph.id}: {why}")
                 self.publish("job.state", job=job.id, state=job.state, graph=graph.id, step=step.idx)
             elif job.state in ("failed", "cancelled"):
-                self._end(graph, "fail" if job.state == "failed" else "cancel", job)
+                self._end(graph, job)
             return
         if step.mode == "auto":
             graph.transfer_ends = now + step.transfer_s
@@ -277,12 +277,12 @@ class GraphBook:
     def _next_device(self, graph: Graph, step: StepRecord) -> str:
         return graph.steps[step.idx + 1].device
 
-    def _end(self, graph: Graph, trigger: str, cause) -> None:
-        """Fail or cancel the graph because of ``cause`` (a step's job) and cancel its later steps."""
+    def _end(self, graph: Graph, cause) -> None:
+        """End the graph as its step's job ``cause`` ended (failed or cancelled) and cancel the steps that have not."""
         step = self.step_of[cause.id][1]
         reason = f"step {step + 1} ({cause.record.name} on {cause.record.device}) {cause.state}: {cause.record.reason}"
         self.cancel_steps(graph, f"job graph {graph.id} ended: {reason}")
-        self._transition(graph, trigger, reason)
+        self._transition(graph, "fail" if cause.state == "failed" else "cancel", reason)
 
     def cancel_steps(self, graph: Graph, reason: str) -> list:
         """Cancel every step that has not ended; return the cancelled jobs (a running one needs its driver told)."""
