@@ -30,7 +30,6 @@ Line discipline (docs/mill-driver.md tells the whole story):
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .marlin import StreamControl
+from .transport import LineLink, write_now
 
 __all__ = [
     "GrblStreamer",
@@ -237,22 +237,24 @@ class _Query:
     code: int | None = None
 
 
-class GrblStreamer:
+class GrblStreamer(LineLink):
     """Host side of grbl 1.1's serial protocol over an open pyserial port.
 
     ``on_event(kind, data)`` is called from the reader thread (keep it cheap) with
     kinds ``progress`` {"op"}, ``status`` (parse_status's dict), ``message``
     {"text"}, ``alarm`` {"code", "text", "expected"}, ``reset`` {"expected"},
-    ``error`` {"op", "line", "code", "text"}, ``disconnected`` {"text"}.
+    ``error`` {"op", "line", "code", "text"}, ``warning`` {"text", "op"} (a line the reader
+    could not take), ``disconnected`` {"text"}.
     """
+
+    closed_error = GrblClosed
 
     def __init__(self, port, *, rx_buffer: int = 128, on_event: Callable[[str, dict], None] | None = None,
                  status_interval: float = 0.2, progress_interval: float = 0.05, start_threads: bool = True):
         if status_interval < 0.2:
             raise ValueError("grbl's docs ask hosts to poll status at no more than 5 Hz (status_interval >= 0.2 s)")
-        self.port = port
+        super().__init__(port, on_event)
         self.limit = rx_buffer - 1  # grbl's ring keeps one slot free
-        self.on_event = on_event or (lambda kind, data: None)
         self.status_interval = status_interval
         self.progress_interval = progress_interval
         self.welcome: str | None = None
@@ -261,10 +263,6 @@ class GrblStreamer:
         self.locked = False  # grbl is in its alarm lock: '$H'|'$X' to unlock
         self.alarm: str | None = None  # the last alarm's description, until unlocked or reset
         self._wco = [0.0, 0.0, 0.0]
-        self._wlock = threading.Lock()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._link_error: str | None = None
         self._fifo: deque[_Pending] = deque()
         self._inflight = 0  # bytes of the lines in _fifo: what sits in grbl's RX buffer
         self._acked_op = -1
@@ -277,84 +275,27 @@ class GrblStreamer:
         self._expect_reset = False  # we sent 0x18 ourselves (cancel, e-stop, reset)
         self._estop = False
         self._last_progress_t = 0.0
-        self._threads: list[threading.Thread] = []
         if start_threads:
             self.start()
 
     # ------------------------------------------------------------------ I/O
     def start(self) -> None:
         if not self._threads:
-            for target, name in ((self._read_loop, "grbl-reader"), (self._poll_loop, "grbl-status")):
-                thread = threading.Thread(target=target, name=name, daemon=True)
-                thread.start()
-                self._threads.append(thread)
-
-    def close(self) -> None:
-        """Stop the threads and close the port."""
-        self._closed = True
-        with self._cv:
-            self._cv.notify_all()
-        try:
-            self.port.close()
-        except Exception:
-            pass
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=2.0)
-
-    def _write(self, data: bytes) -> None:
-        try:
-            with self._wlock:
-                self.port.write(data)
-        except Exception as exc:  # serial.SerialException, OSError, port closed
-            self._link_lost(f"write failed: {exc}")
-            raise GrblClosed(str(exc)) from None
+            self._start_thread(self._read_loop, "grbl-reader")
+            self._start_thread(self._poll_loop, "grbl-status")
 
     def realtime(self, byte: bytes) -> None:
         """Write one real-time byte at once: grbl picks it out ahead of its buffer, so no lock, no count."""
-        fd = getattr(self.port, "fd", None)
         try:
-            if isinstance(fd, int):
-                os.write(fd, byte)
-            else:
-                self.port.write(byte)
+            write_now(self.port, byte)
         except (OSError, ValueError, AttributeError) as exc:
             self._link_lost(f"write failed: {exc}")
             raise GrblClosed(str(exc)) from None
 
     def _link_lost(self, text: str) -> None:
         with self._cv:
-            if self._link_error is None:
-                self._link_error = text
             self._fail_pending(f"serial link lost: {text}")
-            self._cv.notify_all()
-
-    def _read_loop(self) -> None:
-        buf = b""
-        while not self._closed:
-            try:
-                n = self.port.in_waiting
-                data = self.port.read(n if n > 0 else 1)
-            except Exception as exc:
-                if not self._closed:
-                    self._link_lost(f"read failed: {exc}")
-                    self._emit("disconnected", {"text": str(exc)})
-                return
-            if not data:
-                continue
-            buf += data
-            if b"\n" not in buf:
-                if len(buf) > 4096:  # noise without line ends: don't grow forever
-                    buf = buf[-256:]
-                continue
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.strip(b"\r\x00 ").decode("latin-1")
-                if line:
-                    try:
-                        self._handle(line)
-                    except Exception as exc:  # never let one odd line kill the reader
-                        self._emit("message", {"text": f"reader: {exc!r} on {line[:80]!r}"})
+        super()._link_lost(text)
 
     def _poll_loop(self) -> None:
         """``?`` every status_interval: telemetry, and how a stream learns grbl is idle."""
@@ -366,14 +307,9 @@ class GrblStreamer:
             with self._cv:
                 self._cv.wait_for(lambda: self._closed, self.status_interval)
 
-    def _emit(self, kind: str, data: dict) -> None:
-        try:
-            self.on_event(kind, data)
-        except Exception:
-            pass
-
     # ---------------------------------------------------------------- reader
-    def _handle(self, line: str) -> None:
+    def _handle(self, raw: bytes) -> None:
+        line = raw.decode("latin-1")
         if line == "ok" or line.startswith("error:"):
             self._on_answer(line)
         elif line.startswith("<"):
@@ -483,12 +419,6 @@ class GrblStreamer:
             self._emit("message", {"text": line[5:-1]})
 
     # --------------------------------------------------------------- commands
-    def _check_link(self) -> None:
-        if self._link_error is not None:
-            raise GrblClosed(self._link_error)
-        if self._closed:
-            raise GrblClosed("streamer closed")
-
     def wait_for(self, predicate, timeout: float, what: str):
         """Wait (reader-driven) until ``predicate()`` holds; raise TimeoutError naming ``what``."""
         with self._cv:

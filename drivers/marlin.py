@@ -31,7 +31,6 @@ Line discipline (see docs/printer-driver.md for the whole story):
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -40,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+
+from .transport import LineLink, write_now
 
 __all__ = [
     "MarlinStreamer",
@@ -235,7 +236,7 @@ class _Query:
     seen_want: bool = False
 
 
-class MarlinStreamer:
+class MarlinStreamer(LineLink):
     """Host side of Marlin's serial protocol over an open pyserial port.
 
     ``on_event(kind, data)`` is called from the reader thread (keep it cheap) with
@@ -244,24 +245,21 @@ class MarlinStreamer:
     {"text"}, ``reset`` {}, ``resend`` {"line", "op"}, ``disconnected`` {"text"}.
     """
 
+    closed_error = StreamerClosed
+
     def __init__(self, port, *, window: int = 4, on_event: Callable[[str, dict], None] | None = None,
                  ok_timeout: float = 10.0, recovery_timeout: float = 1.0, poll_interval: float = 1.0,
                  progress_interval: float = 0.05, start_reader: bool = True):
         if window < 1:
             raise ValueError("window must be >= 1")
-        self.port = port
+        super().__init__(port, on_event)
         self.window = window
-        self.on_event = on_event or (lambda kind, data: None)
         self.ok_timeout = ok_timeout
         self.recovery_timeout = recovery_timeout
         self.poll_interval = poll_interval
         self.progress_interval = progress_interval
         self.info: dict = {"firmware_name": None, "caps": {}, "autoreport": False}
         self.telemetry: dict = {}
-        self._wlock = threading.Lock()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._link_error: str | None = None
         # stream state (guarded by _cv)
         self._fifo: deque = deque()  # outstanding items: line numbers, or _POLL
         self._streaming = False
@@ -283,77 +281,18 @@ class MarlinStreamer:
         self._estop = False
         self._last_progress_t = 0.0
         self._stray_poll_oks = 0
-        self._reader: threading.Thread | None = None
         if start_reader:
             self.start()
 
     # ------------------------------------------------------------------ I/O
     def start(self) -> None:
-        if self._reader is None:
-            self._reader = threading.Thread(target=self._read_loop, name="marlin-reader", daemon=True)
-            self._reader.start()
-
-    def close(self) -> None:
-        """Stop the reader and close the port (does not finish a stream: see ``stream``)."""
-        self._closed = True
-        with self._cv:
-            self._cv.notify_all()
-        try:
-            self.port.close()
-        except Exception:
-            pass
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(timeout=2.0)
-
-    def _write(self, data: bytes) -> None:
-        try:
-            with self._wlock:
-                self.port.write(data)
-        except Exception as exc:  # serial.SerialException, OSError, port closed
-            self._link_lost(f"write failed: {exc}")
-            raise StreamerClosed(str(exc)) from None
+        if not self._threads:
+            self._start_thread(self._read_loop, "marlin-reader")
 
     def _link_lost(self, text: str) -> None:
-        with self._cv:
-            if self._link_error is None:
-                self._link_error = text
-            self._cv.notify_all()
+        super()._link_lost(text)
         for q in list(self._queries):
             q.done.set()
-
-    def _read_loop(self) -> None:
-        buf = b""
-        port = self.port
-        while not self._closed:
-            try:
-                n = port.in_waiting
-                data = port.read(n if n > 0 else 1)
-            except Exception as exc:
-                if not self._closed:
-                    self._link_lost(f"read failed: {exc}")
-                    self._emit("disconnected", {"text": str(exc)})
-                return
-            if not data:
-                continue
-            buf += data
-            if b"\n" not in buf:
-                if len(buf) > 4096:  # garbage without newlines: don't grow forever
-                    buf = buf[-256:]
-                continue
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.strip(b"\r\x00 ")
-                if line:
-                    try:
-                        self._handle(line)
-                    except Exception as exc:  # never let one odd line kill the reader
-                        self._emit("warning", {"text": f"reader: {exc!r} on {line[:80]!r}", "op": None})
-
-    def _emit(self, kind: str, data: dict) -> None:
-        try:
-            self.on_event(kind, data)
-        except Exception:
-            pass
 
     def _op_of(self, line: int | None) -> int | None:
         if line is None:
@@ -597,12 +536,6 @@ class MarlinStreamer:
                 return
             time.sleep(quiet / 4)
 
-    def _check_link(self) -> None:
-        if self._link_error is not None:
-            raise StreamerClosed(self._link_error)
-        if self._closed:
-            raise StreamerClosed("streamer closed")
-
     # --------------------------------------------------------------- queries
     def query(self, cmd: str, timeout: float = 5.0, want: bytes | None = None) -> list[bytes]:
         """Send a bare command and collect the lines up to its ``ok`` (use when idle, or
@@ -643,12 +576,8 @@ class MarlinStreamer:
         the firmware's kill message produces a ``halted`` event."""
         self._estop = True
         data = b"\nM112\n"  # the newline ends any half-written line first
-        fd = getattr(self.port, "fd", None)
         try:
-            if isinstance(fd, int):
-                os.write(fd, data)
-            else:
-                self.port.write(data)
+            write_now(self.port, data)
         except OSError:
             try:
                 self.port.write(data)

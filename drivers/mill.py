@@ -18,7 +18,7 @@ import time
 from ismctl.program import Program
 
 from .grbl import GrblClosed, GrblCommandError, GrblStreamer, StreamControl, is_system_command
-from .runtime import DriverRuntime, JobOutcome, driver_arguments, run_driver
+from .runtime import JobOutcome, StreamingDevice, driver_arguments, run_driver
 from .transport import open_port
 
 log = logging.getLogger("ismctl.driver.mill")
@@ -29,7 +29,7 @@ MOVING_STATES = ("Run", "Jog", "Home")
 UNLOCK_HINT = "'$H'|'$X' to unlock (`ismctl home` or `ismctl unlock`)"
 
 
-class MillDevice:
+class MillDevice(StreamingDevice):
     """A grbl 1.1 mill behind one serial URL (see drivers.runtime.Device)."""
 
     device_class = "mill"
@@ -38,14 +38,10 @@ class MillDevice:
         self.url, self.baud, self.rx_buffer, self.status_interval = url, baud, rx_buffer, status_interval
         self.streamer: GrblStreamer | None = None
         self.control: StreamControl | None = None
-        self.runtime: DriverRuntime | None = None
         self._progress = None
         self._idle = threading.Event()  # no job is streaming
         self._idle.set()
         self._last_telemetry = 0.0
-
-    def attach(self, runtime: DriverRuntime) -> None:
-        self.runtime = runtime
 
     # ------------------------------------------------------------ connect
     def connect(self) -> dict:
@@ -109,8 +105,8 @@ class MillDevice:
                 runtime.report("event", kind="firmware_reset", job=runtime.current_job)
         elif kind == "message":
             runtime.report("event", kind="message", text=data["text"], job=runtime.current_job)
-        elif kind == "error":
-            runtime.report("event", kind="warning", text=data["text"], op=data["op"], job=runtime.current_job)
+        elif kind in ("error", "warning"):
+            runtime.report("event", kind="warning", text=data["text"], op=data.get("op"), job=runtime.current_job)
         elif kind == "disconnected":
             runtime.link_lost(data.get("text", "serial link lost"))
 
@@ -162,15 +158,6 @@ class MillDevice:
             self.streamer.cycle_start()
             self.control.resume()
 
-    def cancel(self) -> None:
-        """The stream stops feeding, then holds, flushes and (when the hold completed) unlocks grbl."""
-        if self.control is not None:
-            self.control.cancel()
-
-    def emergency_stop(self) -> None:
-        if self.streamer is not None:
-            self.streamer.emergency_stop()
-
     def safe_hold(self, final: bool) -> None:
         """Feed hold with the spindle stopped, then the job is released (held, flushed, unlocked).
 
@@ -201,10 +188,6 @@ class MillDevice:
             pass
         streamer.close()
 
-    def close(self) -> None:
-        streamer, self.streamer = self.streamer, None
-        if streamer is not None:
-            streamer.close()
 
 
 def _telemetry(status: dict) -> dict:

@@ -16,7 +16,7 @@ import time
 from ismctl.program import Program
 
 from .marlin import MarlinStreamer, StreamControl, StreamerClosed
-from .runtime import DriverRuntime, JobOutcome, driver_arguments, run_driver
+from .runtime import JobOutcome, StreamingDevice, driver_arguments, run_driver
 from .transport import open_port
 
 log = logging.getLogger("ismctl.driver.printer")
@@ -28,7 +28,7 @@ TELEMETRY_PERIOD_S = 0.25
 HEAT_AND_WAIT = frozenset({"M109", "M190", "M191"})  # busy on one of these: the device is heating
 
 
-class PrinterDevice:
+class PrinterDevice(StreamingDevice):
     """A Marlin printer behind one serial URL (see drivers.runtime.Device)."""
 
     device_class = "printer"
@@ -37,13 +37,9 @@ class PrinterDevice:
         self.url, self.baud, self.window = url, baud, window
         self.streamer: MarlinStreamer | None = None
         self.control: StreamControl | None = None
-        self.runtime: DriverRuntime | None = None
         self._progress = None
         self._program: Program | None = None
         self._last_telemetry = 0.0
-
-    def attach(self, runtime: DriverRuntime) -> None:
-        self.runtime = runtime
 
     def connect(self) -> dict:
         self.close()
@@ -140,14 +136,6 @@ class PrinterDevice:
         if self.control is not None:
             self.control.resume()
 
-    def cancel(self) -> None:
-        if self.control is not None:
-            self.control.cancel()
-
-    def emergency_stop(self) -> None:
-        if self.streamer is not None:
-            self.streamer.emergency_stop()
-
     def safe_hold(self, final: bool) -> None:
         """Stop feeding the firmware (lines in flight finish); for good (``final``): heaters off too."""
         self.cancel()
@@ -171,10 +159,6 @@ class PrinterDevice:
             pass  # a pty or socket has no reset line; a simulator is power-cycled by its supervisor
         streamer.close()
 
-    def close(self) -> None:
-        streamer, self.streamer = self.streamer, None
-        if streamer is not None:
-            streamer.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,6 +93,31 @@ class Device(Protocol):
         """Receive the runtime, whose set_state() and report() the device calls from any thread."""
 
 
+class StreamingDevice:
+    """What every device that streams through one ``streamer`` does alike: the runtime it reports
+    to, and cancel / e-stop / close of the running job (``control``: a StreamControl)."""
+
+    streamer = None
+    control = None
+    runtime: "DriverRuntime | None" = None
+
+    def attach(self, runtime: "DriverRuntime") -> None:
+        self.runtime = runtime
+
+    def cancel(self) -> None:
+        if self.control is not None:
+            self.control.cancel()
+
+    def emergency_stop(self) -> None:
+        if self.streamer is not None:
+            self.streamer.emergency_stop()
+
+    def close(self) -> None:
+        streamer, self.streamer = self.streamer, None
+        if streamer is not None:
+            streamer.close()
+
+
 class DriverRuntime:
     def __init__(self, device: Device, name: str, supervisor: str, heartbeat_s: float = 0.5):
         self.device = device

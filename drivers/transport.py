@@ -10,11 +10,14 @@ the middle of a print.  Nothing above this module knows which kind of port it go
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from typing import Callable, Iterator
 
 import serial
 
-__all__ = ["PortUnavailable", "open_port", "Backoff"]
+__all__ = ["PortUnavailable", "open_port", "Backoff", "read_lines", "write_now", "LineLink"]
 
 
 class PortUnavailable(OSError):
@@ -59,6 +62,115 @@ def open_port(url: str, baudrate: int = 250000, timeout: float | None = 0.1,
             pass
         raise PortUnavailable(url, str(exc) or type(exc).__name__) from None
     return port
+
+
+def read_lines(port, closed: Callable[[], bool]) -> Iterator[bytes]:
+    """Each complete line the port receives (CR, NUL and spaces stripped, empty ones skipped) until
+    ``closed()``; a read error propagates.  Noise without line ends is cut short, never hoarded."""
+    buf = b""
+    while not closed():
+        n = port.in_waiting
+        data = port.read(n if n > 0 else 1)
+        if not data:
+            continue
+        buf += data
+        if b"\n" not in buf:
+            if len(buf) > 4096:
+                buf = buf[-256:]
+            continue
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            line = raw.strip(b"\r\x00 ")
+            if line:
+                yield line
+
+
+def write_now(port, data: bytes) -> None:
+    """Write past pyserial and any lock a streamer holds (e-stop, real-time bytes): straight to the
+    file descriptor of a tty or pty, else through the port's own write."""
+    fd = getattr(port, "fd", None)
+    if isinstance(fd, int):
+        os.write(fd, data)
+    else:
+        port.write(data)
+
+
+class LineLink:
+    """The I/O half of a host streamer (Marlin's, grbl's): one port, one write lock, threads that
+    stop on ``close()``, and a reader handing every line to ``_handle(line: bytes)``.
+
+    ``on_event(kind, data)`` hears ``disconnected`` {"text"} when a read fails and ``warning``
+    {"text", "op"} when a line upset the handler; ``closed_error`` is raised once the link is gone."""
+
+    closed_error: type[Exception] = ConnectionError
+
+    def __init__(self, port, on_event: Callable[[str, dict], None] | None):
+        self.port = port
+        self.on_event = on_event or (lambda kind, data: None)
+        self._wlock = threading.Lock()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._link_error: str | None = None
+        self._threads: list[threading.Thread] = []
+
+    def _start_thread(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop the threads and close the port (a stream in progress ends as disconnected)."""
+        self._closed = True
+        with self._cv:
+            self._cv.notify_all()
+        try:
+            self.port.close()
+        except Exception:
+            pass
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            with self._wlock:
+                self.port.write(data)
+        except Exception as exc:  # serial.SerialException, OSError, port closed
+            self._link_lost(f"write failed: {exc}")
+            raise self.closed_error(str(exc)) from None
+
+    def _link_lost(self, text: str) -> None:
+        with self._cv:
+            if self._link_error is None:
+                self._link_error = text
+            self._cv.notify_all()
+
+    def _check_link(self) -> None:
+        if self._link_error is not None:
+            raise self.closed_error(self._link_error)
+        if self._closed:
+            raise self.closed_error("streamer closed")
+
+    def _read_loop(self) -> None:
+        try:
+            for line in read_lines(self.port, lambda: self._closed):
+                try:
+                    self._handle(line)
+                except Exception as exc:  # never let one odd line kill the reader
+                    self._emit("warning", {"text": f"reader: {exc!r} on {line[:80]!r}", "op": None})
+        except Exception as exc:
+            if not self._closed:
+                self._link_lost(f"read failed: {exc}")
+                self._emit("disconnected", {"text": str(exc)})
+
+    def _handle(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def _emit(self, kind: str, data: dict) -> None:
+        try:
+            self.on_event(kind, data)
+        except Exception:
+            pass
 
 
 class Backoff:

@@ -47,8 +47,13 @@ def long_cut(n=30) -> list[str]:
     return ["G21 G90", "M3 S9000", *[f"G1 X-{10 + (i % 2) * 3} Y-{i + 1} F1200" for i in range(n)], "M5"]
 
 
-def wait_moving(cell) -> None:
+def cut_in_progress(make_cell):
+    """A mill-only cell (simulated at 10x) caught in the middle of ``long_cut``: (cell, program, job id)."""
+    cell = start_mill_cell(make_cell, mill_speed=10)
+    program = long_cut()
+    job_id = submit(cell, program)
     wait_for(lambda: mill(cell).get("firmware_state") == "Run", 20, "the mill to be running")
+    return cell, program, job_id
 
 
 def test_locked_at_power_up_then_home_then_soft_limit_alarm_then_reset_and_unlock(make_cell, tmp_path):
@@ -86,10 +91,7 @@ def test_hard_limit_alarm_faults_the_mill_and_fails_the_job(make_cell, tmp_path)
 
 
 def test_feed_hold_during_a_cut_then_resume_completes_exactly(make_cell):
-    cell = start_mill_cell(make_cell, mill_speed=10)
-    program = long_cut()
-    job_id = submit(cell, program)
-    wait_moving(cell)
+    cell, program, job_id = cut_in_progress(make_cell)
     assert cell.call("pause", job=job_id)["result"] == "ok"
     wait_for(lambda: cell.job(job_id)["state"] == "paused" and cell.device_state("mill") == "paused", 10, "the job to pause")
     wait_for(lambda: mill(cell)["firmware_state"] == "Hold:0", 10, "grbl's hold to complete")
@@ -104,9 +106,7 @@ def test_feed_hold_during_a_cut_then_resume_completes_exactly(make_cell):
 
 
 def test_reset_while_moving_is_alarm_3(make_cell):
-    cell = start_mill_cell(make_cell, mill_speed=10)
-    job_id = submit(cell, long_cut())
-    wait_moving(cell)
+    cell, _, job_id = cut_in_progress(make_cell)
     os.kill(sim_pid(cell), signal.SIGUSR1)  # the simulator's reset button: as 0x18
     job = cell.wait_job(job_id, ("failed", "completed"), 20)
     assert job["state"] == "failed"
@@ -117,10 +117,7 @@ def test_reset_while_moving_is_alarm_3(make_cell):
 
 
 def test_cancel_during_a_cut_holds_flushes_and_unlocks(make_cell):
-    cell = start_mill_cell(make_cell, mill_speed=10)
-    program = long_cut()
-    job_id = submit(cell, program)
-    wait_moving(cell)
+    cell, program, job_id = cut_in_progress(make_cell)
     assert cell.call("cancel", job=job_id)["result"] == "ok"
     job = cell.wait_job(job_id, ("cancelled", "failed", "completed"), 20)
     assert job["state"] == "cancelled"
@@ -133,9 +130,7 @@ def test_cancel_during_a_cut_holds_flushes_and_unlocks(make_cell):
 
 
 def test_estop_while_moving_stops_at_once_and_interrupts_the_job(make_cell):
-    cell = start_mill_cell(make_cell, mill_speed=10)
-    job_id = submit(cell, long_cut())
-    wait_moving(cell)
+    cell, _, job_id = cut_in_progress(make_cell)
     assert cell.call("estop")["result"] == "ok"
     wait_for(lambda: cell.device_state("mill") == "estop", 10, "the mill's e-stop")
     assert cell.job(job_id)["state"] == "interrupted"

@@ -264,3 +264,24 @@ def test_grbls_own_stream_algorithm_runs_the_program_exactly(tmp_path):
     counters = json.loads(stats.read_text())["counters"]
     assert counters["rx_overflows"] == 0 and counters["errors"] == 0
     assert json.loads(eeprom.read_text())["settings"]["110"] == 800 and json.loads(eeprom.read_text())["settings"]["20"] == 1
+
+
+def test_driver_killed_mid_cut_interrupts_the_job_until_an_operator_resumes_it(make_cell):
+    """grbl numbers no lines: the cell never resumes a mill job on its own (docs/mill-driver.md)."""
+    import os
+    import signal
+
+    from test_mill_alarms import cut_in_progress
+
+    cell, program, job_id = cut_in_progress(make_cell)
+    os.kill(cell.driver_pid("mill"), signal.SIGKILL)
+    job = cell.wait_job(job_id, ("interrupted", "failed", "completed"), 60)
+    assert job["state"] == "interrupted" and "grbl cannot say which buffered lines ran" in job["reason"]
+    ran = cell.mill_exec_log.read_text().splitlines()
+    assert ran == program[:len(ran)]  # the buffer the dead driver left ran out; nothing else
+    resume_from = cell.job(job_id)["confirmed_op"] + 1
+    assert cell.call("resume", job=job_id)["result"] == "ok"
+    assert cell.wait_job(job_id, ("completed", "failed", "interrupted"), 60)["state"] == "completed"
+    after = cell.mill_exec_log.read_text().splitlines()
+    # no flush happened, so nothing was skipped; the lines grbl ran after the last progress report ran twice
+    assert resume_from <= len(ran) and after == ran + program[resume_from:]
