@@ -118,7 +118,8 @@ def test_auto_handoff_transfers_then_the_next_step_runs_and_watch_follows_the_st
 def test_pause_resume_and_cancel_by_graph_id_and_a_cancelled_step_ends_the_graph(make_cell):
     cell = make_cell(speed=1).start()
     cell.wait_idle()
-    slow = {"name": "slow.gcode", "gcode": "G28\nG4 S600\n"}
+    # 1 mm moves at 10 mm/s: a cancelled step stops within the driver's window of 4 lines
+    slow = {"name": "slow.gcode", "gcode": "G1 X1 F600\n" + "G1 X2\nG1 X1\n" * 300}
     reply = submit_graph(cell, slow, {"handoff": "operator"}, {"name": "second.gcode", "gcode": SECOND})
     graph, first_job, second_job = reply["job"], reply["steps"][0]["job"], reply["steps"][2]["job"]
     wait_for(lambda: cell.job(first_job)["state"] == "running", 30, "the first step to run")
