@@ -99,15 +99,24 @@ def test_profile_is_the_outline_offset_by_the_tool_radius(milled):
     bottom = min(float(m) for m in re.findall(r"\(profile z (-?[\d.]+)\)", milled.gcode))
     start = text.index(f"(profile z {bottom:.3f})")
     outline = geo.Polygon(_moved(BLOCK, *milled.offset[:2])[0])
-    points = [milled.program.position[i] for i in range(start + 1, len(text))
-              if text[i].startswith("G1") and abs(milled.program.position[i][2] - bottom) < 1e-9]
+    profile = [(code, xy) for (code, a, b, xy), i in zip(moves(milled.program), _move_ops(milled.program))
+               if i > start and code != "G0" and a[2] == b[2] == bottom]
+    assert any(code in ("G2", "G3") for code, _ in profile)  # the rounded corners are arcs
+    points = np.vstack([xy for _, xy in profile])  # arcs sampled along their length
     assert len(points) > 20
-    distances = [outline.exterior.distance(geo.Point(p[:2])) for p in points]
-    assert R <= min(distances) and max(distances) <= R + 0.003 + 1e-3  # the radius plus the polygon guard, 1 µm rounding
-    assert all(not outline.contains(geo.Point(p[:2])) for p in points)
+    distances = [outline.exterior.distance(geo.Point(p)) for p in points]
+    # the radius plus the polygon guard (5 µm), give or take the G-code's 1 µm rounding
+    assert R - 1e-3 <= min(distances) and max(distances) <= R + 0.005 + 1e-3
+    assert all(not outline.contains(geo.Point(p)) for p in points)
     # climb milling with M3: clockwise around the part
-    ring = geo.LinearRing([p[:2] for p in points])
-    assert not ring.is_ccw
+    assert not geo.LinearRing(points).is_ccw
+
+
+def _move_ops(program):
+    """The op index of each move ``moves`` returns."""
+    pos = program.position
+    return [i for i, cmd in enumerate(program.commands) if cmd.split()[0] in ("G0", "G1", "G2", "G3")
+            and i and not np.isnan(pos[i - 1]).any()]
 
 
 def test_pocket_paths_stay_in_the_pocket_shrunk_by_the_radius(milled):
@@ -183,8 +192,9 @@ def test_helix_entry_radius_and_pitch(milled):
     t = math.tan(math.radians(3.0))
     arcs = [(cmd, milled.program.position[i - 1], milled.program.position[i])
             for i, cmd in enumerate(milled.program.commands) if cmd.split()[0] in ("G2", "G3")]
-    assert arcs
-    for cmd, a, b in arcs:
+    helices = [(cmd, a, b) for cmd, a, b in arcs if b[2] < a[2]]  # (contours have flat arcs too)
+    assert len(helices) >= 2 * 3  # the pocket and the 5 mm hole, at each of their levels
+    for cmd, a, b in helices:
         ij = dict(re.findall(r"([IJ])(-?[\d.]+)", cmd))
         radius = math.hypot(float(ij["I"]), float(ij["J"]))
         assert radius == pytest.approx(R, abs=1e-3) or radius <= 1.0 + 1e-3  # the 5 mm hole has 1 mm of room
@@ -277,7 +287,8 @@ def test_settings_from_a_toml_table():
 def test_conventional_zigzag_pockets_are_also_safe(block):
     result = plan_cam(block, tool="flat-3", climb=False, pocket_style="zigzag", operations=("pocket",))
     assert closest_approach(result) >= R
-    helices = [c for c in result.program.commands if c.split()[0] in ("G2", "G3")]
+    p = result.program
+    helices = [c for i, c in enumerate(p.commands) if c.split()[0] in ("G2", "G3") and p.position[i][2] < p.position[i - 1][2]]
     assert helices and all(c.startswith("G2") for c in helices)  # conventional inside a pocket: clockwise
 
 

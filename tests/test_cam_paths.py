@@ -10,7 +10,7 @@ import shapely.geometry as geo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ismctl.plan.cam_paths import block_durations, scanline_segments
+from ismctl.plan.cam_paths import block_durations, fit_arcs, scanline_segments
 
 
 def scanline_reference(loops, ys):
@@ -109,3 +109,84 @@ def test_block_durations_known_cases():
                         np.array([600.0, 600.0, 120.0]), accel)
     vz, az = 120 / 60 * 50 / 40, 10 * 50 / 40  # speed and acceleration along the move that Z allows
     assert t[0] == pytest.approx(50 / vz + vz / az)
+
+
+def fit_arcs_reference(pts, tol, min_points, max_radius):
+    """The same greedy rule, written with numpy over each candidate run."""
+    def circle(a, b, c):
+        m = np.array([[b[0] - a[0], b[1] - a[1]], [c[0] - a[0], c[1] - a[1]]]) * 2
+        if abs(np.linalg.det(m)) < 1e-12:
+            return None
+        rhs = np.array([b @ b - a @ a, c @ c - a @ a])
+        centre = np.linalg.solve(m, rhs)
+        return centre, float(np.hypot(*(a - centre)))
+
+    def holds(run, centre, r, turn):
+        if np.any(np.abs(np.hypot(*(run - centre).T) - r) > tol):
+            return False
+        half = np.hypot(*np.diff(run, axis=0).T) / 2
+        if np.any(r - np.sqrt(np.maximum(r * r - half * half, 0)) > tol):
+            return False
+        angles = np.arctan2(*(run - centre).T[::-1])
+        steps = (np.diff(angles) + np.pi) % (2 * np.pi) - np.pi
+        return bool(np.all(steps * turn > 0) and np.abs(steps).sum() <= np.pi)
+
+    out, i, n = [], 0, len(pts)
+    while i < n - 1:
+        best = None
+        for j in range(i + min_points - 1, n):
+            h = (i + j) // 2
+            fit = circle(pts[i], pts[h], pts[j])
+            if fit is None or fit[1] > max_radius:
+                break
+            (ux, uy), (vx, vy) = pts[h] - pts[i], pts[j] - pts[h]
+            cross = ux * vy - uy * vx
+            turn = 1.0 if cross > 0 else -1.0
+            if not holds(pts[i:j + 1], fit[0], fit[1], turn):
+                break
+            best = (j, 3 if turn > 0 else 2, fit[0])
+        if best:
+            out.append(best)
+            i = best[0]
+        else:
+            out.append((i + 1, 1, None))
+            i += 1
+    return out
+
+
+def _rounded_square(r, corner_points):
+    """A square's offset with round corners, as Clipper gives it (corner arcs as points)."""
+    pts = []
+    for k, (cx, cy) in enumerate([(10, 0), (10, 10), (0, 10), (0, 0)]):
+        a = np.linspace(-np.pi / 2 + k * np.pi / 2, k * np.pi / 2, corner_points)
+        pts.extend(zip(cx + r * np.cos(a), cy + r * np.sin(a)))
+    return np.array(pts + pts[:1])
+
+
+def test_fit_arcs_turns_round_corners_into_arcs():
+    path = _rounded_square(1.5, 24)  # 3.9 degree steps: chords sag 0.9 µm, as Clipper spaces them
+    end, kind, centre = fit_arcs(path, 0.002, 4, 1000.0)
+    arcs = np.flatnonzero(kind == 3)
+    assert len(arcs) == 4 and (kind[kind != 3] == 1).all()  # four counter-clockwise corners, straight sides
+    assert centre[arcs].round(9).tolist() == [[10, 0], [10, 10], [0, 10], [0, 0]]
+    assert end[-1] == len(path) - 1
+    # a clockwise run gives G2; a coarse polygon (chords far from the arc) stays straight lines
+    end, kind, _ = fit_arcs(path[::-1].copy(), 0.002, 4, 1000.0)
+    assert (kind[kind != 1] == 2).all() and (kind == 2).sum() == 4
+    a = np.linspace(0, np.pi, 9)
+    coarse = np.column_stack((5 * np.cos(a), 5 * np.sin(a)))  # 22.5 degree chords sag 0.096 mm
+    assert (fit_arcs(coarse, 0.002, 4, 1000.0)[1] == 1).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.2, 20), st.integers(4, 40), st.floats(-0.003, 0.003), st.integers(0, 3))
+def test_fit_arcs_matches_the_reference(radius, corner_points, noise, seed):
+    rng = np.random.default_rng(seed)
+    path = _rounded_square(radius, corner_points)
+    path = path + rng.uniform(-1, 1, path.shape) * noise
+    end, kind, centre = fit_arcs(path, 0.002, 4, 1000.0)
+    ref = fit_arcs_reference(path, 0.002, 4, 1000.0)
+    assert end.tolist() == [e for e, _, _ in ref] and kind.tolist() == [k for _, k, _ in ref]
+    for c, (_, k, rc) in zip(centre, ref):
+        if k != 1:
+            assert c == pytest.approx(rc, abs=1e-9)

@@ -252,7 +252,9 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
     r = c.r
     # The kept area may lie inside the part by the sections' simplification, and Clipper's round joins
     # cut their arcs' chords inside the true offset: the tool keeps that much further away.
-    clearance = r + settings.finish_allowance + cam_features.SECTION_DEVIATION + cam_areas.ARC_TOLERANCE
+    # Arcs fitted to the paths may leave them by ARC_FIT too.
+    clearance = (r + settings.finish_allowance + cam_features.SECTION_DEVIATION + cam_areas.ARC_TOLERANCE
+                 + cam_ops.ARC_FIT)
     reach_box = (box[0, 0] - r - 0.01, box[0, 1] - r - 0.01, box[1, 0] + r + 0.01, box[1, 1] + r + 0.01)
     world = cam_areas.rectangle(box[0, 0] - r - 50, box[0, 1] - r - 50, box[1, 0] + r + 50, box[1, 1] + r + 50)
     stock_rect = cam_areas.rectangle(box[0, 0], box[0, 1], box[1, 0], box[1, 1])

@@ -24,10 +24,14 @@ import numpy as np
 
 from . import cam_areas
 from .cam_gcode import GcodeWriter
-from .cam_paths import scanline_segments
+from .cam_paths import CW, LINE, fit_arcs, scanline_segments
 
 CLEARANCE = 1.0  # mm above a cleared floor that rapids stop at before feeding down
 LINK_TOLERANCE = 1e-3  # mm: a link is inside an area when Clipper keeps all of it but this
+ARC_FIT = 0.002  # mm: a path's points on a circle become a G2/G3 when the arc stays this close to the path
+MIN_ARC_POINTS = 4
+MAX_ARC_RADIUS = 1000.0  # mm: flatter than this is a straight line
+MIN_ARC_CHORD = 0.01  # mm: shorter arcs are written as lines (1 µm rounding could make them full circles)
 
 
 class Cutter:
@@ -152,8 +156,7 @@ class Cutter:
         loop = np.roll(loop, -self._start_index(loop), axis=0)
         if not self.reach(loop[0], z, area, z_clear):
             loop = self.ramp_loop(loop, z_clear, z)
-        for p in np.vstack((loop[1:], loop[:1])):
-            self.out.feed(p[0], p[1], z, self.feed_rate)
+        self.feed_path(np.vstack((loop, loop[:1])), z)
 
     def cut_open(self, path: np.ndarray, z: float, area, z_clear: float, either_way: bool = True) -> None:
         """Cut an open path at ``z``, from whichever end is nearer when ``either_way``."""
@@ -162,8 +165,18 @@ class Cutter:
             path = path[::-1]
         if not self.reach(path[0], z, area, z_clear):
             self.ramp_open(path, z_clear, z)
-        for p in path[1:]:
-            self.out.feed(p[0], p[1], z, self.feed_rate)
+        self.feed_path(path, z)
+
+    def feed_path(self, path: np.ndarray, z: float) -> None:
+        """Feed along ``path`` (the tool at its first point) at ``z``: arcs where its points lie on a circle."""
+        end, kind, centre = fit_arcs(np.ascontiguousarray(path, dtype=np.float64), ARC_FIT, MIN_ARC_POINTS,
+                                     MAX_ARC_RADIUS)
+        for e, k, (cx, cy) in zip(end, kind, centre):
+            p = path[e]
+            if k == LINE or np.hypot(*(np.round(p, 3) - self.xy)) < MIN_ARC_CHORD:
+                self.out.feed(p[0], p[1], z, self.feed_rate)
+            else:
+                self.out.arc(p[0], p[1], z, cx, cy, clockwise=bool(k == CW), feed=self.feed_rate)
 
     def _at_depth(self, z: float) -> bool:
         return abs(self.out.pos[2] - round(z, 3)) < 1e-9
