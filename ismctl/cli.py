@@ -47,6 +47,16 @@ examples:
 """
 
 
+SUBMIT_EXAMPLES = """\
+examples:
+  ismctl submit part.gcode --watch             Marlin G-code to the cell's printer; follow it
+  ismctl submit part.stl                       sliced by the cell with its [slicing] profile
+  ismctl submit bore.nc                        grbl G-code to the cell's mill
+  ismctl submit part.gcode --device printer2   to a device by name
+  ismctl submit configs/hybrid-example.toml    print, hand-off, mill (then `ismctl confirm JOB` at the hand-off)
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="cell config (TOML); default: $ISMCTL_CONFIG or ./configs/demo-cell.toml")
@@ -66,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p = sub.add_parser("demo", parents=[common], help="serve the demo cell, print the bundled part, verify it, stop")
     p.add_argument("--keep", action="store_true", help="keep the demo's state directory afterwards")
-    p = sub.add_parser("submit", parents=[common], help="queue a G-code file, a mesh the cell slices, or a job file of steps")
+    p = sub.add_parser("submit", parents=[common], help="queue a G-code file, a mesh the cell slices, or a job file of steps",
+                       description="Queue a job on the cell.  The cell checks the file before it answers: a bad G-code line, "
+                       "a mesh it cannot slice or a bad job-file step is refused with the line or key.  A job file (.toml) "
+                       "runs its steps in order on several devices, with hand-offs between them (docs/jobs.md).",
+                       epilog=SUBMIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="G-code file (Marlin .gcode; grbl .nc/.ngc/.tap), a mesh (STL, OBJ, 3MF) to slice "
                    "with the cell's [slicing] profile, or a job file (.toml) of steps on several devices")
     p.add_argument("--device", help="device name (default: by file type: the cell's mill for .nc/.ngc/.tap, else its printer)")
