@@ -125,6 +125,9 @@ def _print_jobs(jobs: list[dict]) -> None:
         name = j["name"]
         if j.get("kind") == "graph":
             progress = f"step {min(j['step'] + 1, j['n_steps'])}/{j['n_steps']}"
+            current = j["steps"][j["step"]] if j["step"] < j["n_steps"] else {}
+            if current.get("kind") == "device" and current["state"] in ("running", "paused", "interrupted"):
+                progress += f" {current['percent']:.0f}%"
         else:
             progress = f"{j['confirmed_op'] + 1}/{j['n_ops']}" if j["n_ops"] else "-"
             if "graph" in j:

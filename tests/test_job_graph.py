@@ -349,3 +349,15 @@ def test_a_database_from_before_job_graphs_is_migrated(tmp_path):
                                               {"kind": "handoff", "label": "hand-off", "device": "", "mode": "auto", "transfer_s": 1.0}])
     assert [(s.kind, s.job_id is not None) for s in store.steps(graph)] == [("device", True), ("handoff", False)]
     store.close()
+
+
+def test_a_running_graph_lists_its_step_and_the_steps_progress(capsys):
+    from ismctl.cli import _print_jobs
+
+    step = {"kind": "device", "state": "running", "percent": 45.3}
+    _print_jobs([{"id": 1, "kind": "graph", "name": "g", "state": "running", "device": "printer,mill", "reason": "", "step": 2,
+                  "n_steps": 4, "steps": [{}, {}, step, {}], "n_ops": 0, "confirmed_op": -1},
+                 {"id": 4, "kind": "job", "name": "bore.nc", "state": "running", "device": "mill", "reason": "", "graph": 1, "step": 2,
+                  "n_ops": 11, "confirmed_op": 4}])
+    lines = capsys.readouterr().out.splitlines()
+    assert "step 3/4 45%" in lines[1] and "5/11" in lines[2] and "- step 3: bore.nc" in lines[2]
