@@ -271,7 +271,7 @@ class GrblStreamer(LineLink):
         self._alarms = 0  # counters the stream compares against its start
         self._welcomes = 0
         self._statuses = 0
-        self._idle_reports = 0  # Idle/Alarm reports in a row
+        self._idle_reports = 0  # STILL_STATES reports in a row since the last answer
         self._expect_reset = False  # we sent 0x18 ourselves (cancel, e-stop, reset)
         self._estop = False
         self._last_progress_t = 0.0
@@ -432,7 +432,7 @@ class GrblStreamer(LineLink):
             return value
 
     def wait_idle(self, timeout: float = 30.0) -> str:
-        """Until grbl has answered everything and says Idle or Alarm twice in a row; returns the state."""
+        """Until grbl has answered everything and says Idle, Alarm or Check twice in a row; returns the state."""
         self.wait_for(lambda: not self._fifo and self._idle_reports >= 2, timeout, "grbl did not report Idle")
         return self.status["state"]
 
