@@ -285,3 +285,26 @@ def test_driver_killed_mid_cut_interrupts_the_job_until_an_operator_resumes_it(m
     after = cell.mill_exec_log.read_text().splitlines()
     # no flush happened, so nothing was skipped; the lines grbl ran after the last progress report ran twice
     assert resume_from <= len(ran) and after == ran + program[resume_from:]
+
+
+def test_serial_noise_never_stops_the_reader():
+    """Garbage, broken reports and unknown codes from the port: counted as warnings or messages,
+    and the streamer still reads what follows (a real pty pair stands in for the board)."""
+    import os
+
+    master, slave = os.openpty()
+    events = []
+    streamer = GrblStreamer(open_port(os.ttyname(slave), 115200), on_event=lambda kind, data: events.append((kind, data)))
+    try:
+        os.write(master, b"\xff\xfe\x00noise\r\n<Idle|MPos:1,x,3>\r\nALARM:99\r\nok\r\n" + b"z" * 5000 + b"\r\n"
+                         b"<Run|MPos:-1.000,-2.000,-3.000|FS:600,0>\r\n")
+        wait_for(lambda: streamer.status.get("state") == "Run", 5, "the report after the noise")
+        assert streamer.status["mpos"] == [-1.0, -2.0, -3.0]
+        kinds = [kind for kind, _ in events]
+        assert "alarm" in kinds and ("alarm", {"code": 99, "text": "ALARM:99 (Unknown alarm: Not a grbl 1.1 alarm code.)", "expected": False}) in events
+        assert any(kind == "message" and "to nothing this host sent" in data["text"] for kind, data in events)
+        assert any(kind == "message" and "unreadable status report" in data["text"] for kind, data in events)
+    finally:
+        streamer.close()
+        os.close(master)
+        os.close(slave)
