@@ -6,7 +6,8 @@ then runs the operations asked for, in this order:
 
 - ``face``: zig-zag over the stock top down to the part's top;
 - ``pocket``: clears what is not part at every cutting level -- offset rings
-  around the part from the stock's edge inwards, and every pocket (a hole in
+  around the part from the stock's edge inwards (clipped to where the tool
+  meets the stock), and every pocket (a hole in
   the part's shadow) from a helix at its middle out to its wall (or zig-zag
   lines, then the wall);
 - ``profile``: the contour around the part's outline at every level, the tool
@@ -133,7 +134,7 @@ def _tool_and_feeds(tooling: Tooling, tool: str, material: str, settings: CamSet
 
 def _operations(operations, tool: Tool, notes: list[str]) -> tuple[str, ...]:
     if operations is None:
-        return ("drill",) if tool.is_drill else ("face", "pocket", "profile", "drill")
+        return ("drill",) if tool.is_drill else ("face", "pocket", "profile")
     ops = tuple(operations)
     milling = [op for op in ops if op != "drill"]
     if tool.is_drill and milling:
