@@ -76,6 +76,7 @@ def test_job_table_plans_like_the_options(part):
     result = plan_cam_from_table(part, {"tool": "flat-6", "stock": "+4", "operations": ["profile"], "climb": False})
     assert result.tool.name == "flat-6" and set(result.operations) == {"profile"}
     assert result.stock[1].tolist()[:2] == [38.0, 28.0]
+    assert plan_cam_from_table(part, {"operations": ["face"]}, tool="", material="").tool.name == "flat-3"
     with pytest.raises(PlanError, match=r"^\[job.step1.cam\]: toool: unknown key"):
         plan_cam_from_table(part, {"toool": "x"}, where="[job.step1.cam]")
 

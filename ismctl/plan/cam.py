@@ -332,7 +332,9 @@ def _same(a, b) -> bool:
 def plan_cam_from_table(mesh, table: dict, where: str = "[cam]", tool: str = "flat-3", material: str = "PLA",
                         tooling=None, progress=None) -> CamResult:
     """``plan_cam`` driven by a TOML table (a job step's ``cam``): ``tool``, ``material``, ``tooling`` (a path),
-    ``stock`` ("60x40x12", "60,40,12" or "+3") override the arguments; every other key is a CamSettings field."""
+    ``stock`` ("60x40x12", "60,40,12" or "+3") override the arguments; every other key is a CamSettings field.
+    An empty ``tool`` or ``material`` argument (a mill that declares none) means the default, flat-3 in PLA."""
+    tool, material = tool or "flat-3", material or "PLA"
     if not isinstance(table, dict):
         raise PlanError(f"{where}: must be a table, got {type(table).__name__}")
     rest = dict(table)
