@@ -94,3 +94,11 @@ def test_verify_finds_no_gouge_in_our_program(part, tmp_path):
     run = ismctl("verify", str(out), "--mesh", str(tmp_path / "placed.stl"), "--stock", stock, "--tool", "flat-3")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "clean" in run.stdout and "gouges: none" in run.stdout
+
+
+def test_a_broken_mesh_is_named(tmp_path, capsys):
+    bad = tmp_path / "broken.stl"
+    bad.write_text("solid x\n  facet normal 0 0 1\n    outer loop\n      vertex 0 0 nope\n")
+    assert main(["cam", str(bad), "-o", str(tmp_path / "x.nc")]) == 1
+    err = capsys.readouterr().err
+    assert "broken.stl" in err and not (tmp_path / "x.nc").exists()
