@@ -215,6 +215,7 @@ class GrblResult:
     reason: str = ""
     lines_sent: int = 0
     bytes_sent: int = 0
+    peak_bytes: int = 0  # the most bytes unacknowledged at once: what grbl's RX buffer held at most
     elapsed_s: float = 0.0
 
 
@@ -254,7 +255,7 @@ class GrblStreamer(LineLink):
         if status_interval < 0.2:
             raise ValueError("grbl's docs ask hosts to poll status at no more than 5 Hz (status_interval >= 0.2 s)")
         super().__init__(port, on_event)
-        self.limit = rx_buffer - 1  # grbl's ring keeps one slot free
+        self.limit = rx_buffer - 1  # grbl's ring keeps one slot free (see use_rx_buffer)
         self.status_interval = status_interval
         self.progress_interval = progress_interval
         self.welcome: str | None = None
@@ -265,6 +266,7 @@ class GrblStreamer(LineLink):
         self._wco = [0.0, 0.0, 0.0]
         self._fifo: deque[_Pending] = deque()
         self._inflight = 0  # bytes of the lines in _fifo: what sits in grbl's RX buffer
+        self._peak = 0  # the stream's highest _inflight
         self._acked_op = -1
         self._error: str | None = None
         self._error_op = -1  # the op grbl rejected
@@ -469,6 +471,28 @@ class GrblStreamer(LineLink):
                 return line[4:-1]
         return ""
 
+    def build_info(self, timeout: float = 10.0) -> dict:
+        """``$I``: {"version", "options", "planner_blocks", "rx_buffer"} as far as grbl reports them.
+
+        grbl 1.1 prints ``[VER:1.1h.20190830:]`` and ``[OPT:V,15,128]``: option letters,
+        planner blocks, serial RX buffer bytes."""
+        info: dict = {}
+        for line in self.command("$I", timeout):
+            if line.startswith("[VER:"):
+                info["version"] = line[5:-1].split(":", 1)[0]
+            elif line.startswith("[OPT:"):
+                fields = line[5:-1].split(",")
+                info["options"] = fields[0]
+                if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                    info["planner_blocks"], info["rx_buffer"] = int(fields[1]), int(fields[2])
+        return info
+
+    def use_rx_buffer(self, size: int) -> None:
+        """Count against an RX buffer of ``size`` bytes (grbl keeps one slot free)."""
+        if size < 16:
+            raise ValueError(f"an RX buffer of {size} bytes cannot hold a G-code line")
+        self.limit = size - 1
+
     def soft_reset(self, timeout: float = 5.0) -> None:
         """0x18 and wait for the welcome: grbl stops, flushes its buffers and the planner."""
         with self._cv:
@@ -558,6 +582,7 @@ class GrblStreamer(LineLink):
         control._attach(self._cv)
         with self._cv:
             self._acked_op = start_op - 1
+            self._peak = 0
             self._error = None
             alarms, welcomes = self._alarms, self._welcomes
         nxt, lines_sent, bytes_sent = start_op, 0, 0
@@ -597,7 +622,7 @@ class GrblStreamer(LineLink):
                 reason += f"; then stopping grbl failed: {exc}"
         last = self._acked_op if self._error is None else min(self._acked_op, self._error_op - 1)
         self._emit("progress", {"op": last})
-        return GrblResult(status, last, reason, lines_sent, bytes_sent, time.monotonic() - t0)
+        return GrblResult(status, last, reason, lines_sent, bytes_sent, self._peak, time.monotonic() - t0)
 
     def _outcome(self, alarms: int, welcomes: int) -> tuple[str, str] | None:
         """Why the stream must end now (None: it goes on); called with the lock held."""
@@ -641,4 +666,5 @@ class GrblStreamer(LineLink):
         item = _Pending(len(text) + 1, op, text)
         self._fifo.append(item)
         self._inflight += item.nbytes
+        self._peak = max(self._peak, self._inflight)
         return item

@@ -42,6 +42,7 @@ class MillDevice(StreamingDevice):
         self._idle = threading.Event()  # no job is streaming
         self._idle.set()
         self._last_telemetry = 0.0
+        self.build: dict = {}  # grbl's $I: version, options, planner blocks, RX buffer
 
     # ------------------------------------------------------------ connect
     def connect(self) -> dict:
@@ -55,6 +56,7 @@ class MillDevice(StreamingDevice):
             raise ConnectionError(f"{self.url}: no grbl handshake: {exc}") from None
         s = self.streamer.settings
         return {"port": self.url, "firmware": self.streamer.welcome, "locked": self.streamer.locked, "parser": parser,
+                "build": self.build, "rx_buffer": self.streamer.limit + 1,
                 "homing": s.get(22) == "1", "soft_limits": s.get(20) == "1", "hard_limits": s.get(21) == "1",
                 "travel_mm": [float(s.get(n, "nan")) for n in (130, 131, 132)]}
 
@@ -77,6 +79,13 @@ class MillDevice(StreamingDevice):
         else:
             streamer.soft_reset(CONNECT_TIMEOUT_S)
         streamer.read_settings(CONNECT_TIMEOUT_S)  # its answer follows the unlock message: the lock is known
+        build = streamer.build_info(CONNECT_TIMEOUT_S)
+        reported = build.get("rx_buffer")
+        if reported is not None and reported < self.rx_buffer:
+            # counting against a buffer larger than the board's would overflow it
+            log.warning("grbl reports a %d-byte RX buffer, not the configured %d: counting against %d", reported, self.rx_buffer, reported)
+            streamer.use_rx_buffer(reported)
+        self.build = build
         return streamer.parser_state(CONNECT_TIMEOUT_S)
 
     # ------------------------------------------------------------- events
@@ -141,7 +150,8 @@ class MillDevice(StreamingDevice):
         finally:
             self._progress = None
             self._idle.set()
-        log.info("stream %s at op %d: %d lines, %d bytes sent, %.2f s", result.status, result.last_op, result.lines_sent, result.bytes_sent, result.elapsed_s)
+        log.info("stream %s at op %d: %d lines, %d bytes sent (at most %d in grbl's buffer), %.2f s",
+                 result.status, result.last_op, result.lines_sent, result.bytes_sent, result.peak_bytes, result.elapsed_s)
         if result.status == "completed":
             return result.last_op
         if result.status == "disconnected":

@@ -116,6 +116,7 @@ def test_long_program_streams_without_overflow_and_runs_exactly(tmp_path):
     program = mill_program(4000)
     result = link.streamer.stream(program)
     assert (result.status, result.last_op, result.lines_sent) == ("completed", len(program) - 1, len(program))
+    assert 100 < result.peak_bytes <= 127  # grbl's buffer kept full, never more
     progress = [data["op"] for kind, data in link.events if kind == "progress"]
     assert progress == sorted(progress) and progress[-1] == len(program) - 1
     counters = link.finish()
@@ -308,3 +309,14 @@ def test_serial_noise_never_stops_the_reader():
         streamer.close()
         os.close(master)
         os.close(slave)
+
+
+def test_build_info_names_the_rx_buffer_and_a_smaller_one_is_obeyed(tmp_path):
+    link = MillLink(tmp_path, "--speed", "max")
+    assert link.streamer.build_info() == {"version": "1.1h.20190830", "options": "V", "planner_blocks": 15, "rx_buffer": 128}
+    link.streamer.use_rx_buffer(64)  # as the driver does when a board reports less than configured
+    program = mill_program(300)
+    result = link.streamer.stream(program)
+    assert result.status == "completed" and 40 < result.peak_bytes <= 63
+    counters = link.finish()
+    assert counters["rx_overflows"] == 0 and link.exec_log.read_text().splitlines() == program
