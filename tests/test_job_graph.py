@@ -225,6 +225,7 @@ def test_estop_and_pause_at_a_handoff(make_cell):
     cell.wait_idle()
     waits = submit_graph(cell, {"name": "a.gcode", "gcode": FIRST}, {"handoff": "operator"}, {"name": "b.gcode", "gcode": SECOND})["job"]
     cell.wait_job(waits, ("waiting",) + TERMINAL)
+    assert "`ismctl confirm 1`" in refused(cell, "pause", job=waits)["error"]  # nothing runs to pause
     slow = {"handoff": "auto", "transfer_s": 600}
     paused = submit_graph(cell, {"name": "c.gcode", "gcode": "G28\n"}, slow, {"name": "d.gcode", "gcode": "G28\n"})["job"]
     cell.wait_job(paused, ("transferring",) + TERMINAL)
