@@ -115,7 +115,7 @@ def test_auto_handoff_transfers_then_the_next_step_runs_and_watch_follows_the_st
     assert executed(cell) == commands(FIRST) + commands(SECOND)
 
 
-def test_pause_resume_and_cancel_by_graph_id_and_a_cancelled_step_ends_the_graph(make_cell):
+def test_pause_resume_cancel_and_estop_of_a_running_step(make_cell):
     cell = make_cell(speed=1).start()
     cell.wait_idle()
     # 1 mm moves at 10 mm/s: a cancelled step stops within the driver's window of 4 lines
@@ -145,6 +145,24 @@ def test_pause_resume_and_cancel_by_graph_id_and_a_cancelled_step_ends_the_graph
     assert later["state"] == "cancelled" and later["reason"] == f"job graph {graph} ended: {ended['reason']}"
     assert [s["state"] for s in ended["steps"]] == ["cancelled", "cancelled", "cancelled"]
     assert commands(SECOND)[0] not in executed(cell)
+
+    # An e-stop interrupts the running step as any job; after reset, resuming the graph resumes that step.
+    cell.wait_idle()
+    reply = submit_graph(cell, {"name": "short.gcode", "gcode": "G1 X1 F600\n" + "G1 X2\nG1 X1\n" * 20},
+                         {"handoff": "auto", "transfer_s": 0}, {"name": "third.gcode", "gcode": "G1 X30 F3000\n"})
+    graph, first_job = reply["job"], reply["steps"][0]["job"]
+    wait_for(lambda: cell.job(first_job)["confirmed_op"] >= 2, 30, "the first step to run")
+    cell.call("estop")
+    assert cell.wait_job(first_job, ("interrupted",) + TERMINAL)["state"] == "interrupted"
+    assert cell.job(graph)["state"] == "running"
+    cell.client.timeout_s = 40
+    cell.call("reset")
+    cell.client.timeout_s = 5
+    cell.wait_idle()
+    assert cell.call("resume", job=graph)["jobs"] == [first_job]
+    done = cell.wait_job(graph, TERMINAL, timeout_s=60)
+    assert done["state"] == "completed", cell.log_tail()
+    assert executed(cell)[-1] == "G1 X30 F3000"
 
 
 def test_a_graph_is_checked_whole_before_anything_runs(make_cell):
