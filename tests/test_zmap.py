@@ -196,6 +196,52 @@ def test_sweep_kernel_matches_numpy_reference(ball, seed):
     assert (c1 == c2).mean() > 0.999
 
 
+@pytest.mark.parametrize("ball", [False, True])
+def test_cells_exactly_on_the_tool_rim_are_cut_as_the_reference_cuts_them(ball):
+    # cell centres at 0.05 + 0.1 k and moves through such centres: 3-4-5 offsets put many
+    # centres at exactly r = 0.5 from the path, where the kernel's per-row footprint ends
+    centres = [(1.05, 1.05), (3.05, 1.05), (3.05, 3.05), (1.05, 2.65), (2.25, 1.65), (2.25, 1.65)]
+    starts = np.array([(x, y, -1.0) for x, y in centres[:-1]])
+    ends = np.array([(x, y, -1.0) for x, y in centres[1:]])  # axis-parallel, diagonal, a point
+    ops = np.arange(len(starts), dtype=np.int32)
+    results = []
+    for sweep in (zmap_kernels.sweep, zmap_reference.sweep):
+        height, cutter, max_cut = np.zeros((45, 45)), zmap_kernels.empty_cutter((45, 45)), np.zeros(len(starts))
+        sweep(height, cutter, 0.0, 0.0, 0.1, starts, ends, ops, 0.5, ball, -5.0, max_cut)
+        results.append((height, cutter, max_cut))
+    (h1, c1, m1), (h2, c2, m2) = results
+    np.testing.assert_array_equal(h1, h2)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(m1, m2)
+    x = (np.arange(45) + 0.5) * 0.1
+    rim = np.isclose(np.hypot(x[None, :] - 1.05, x[:, None] - 1.05), 0.5, atol=1e-12) & (x[None, :] < 1.0)
+    # the rim behind the first move's start: rounding decides whether a centre at exactly r is
+    # under the tool; some are, and the kernel agrees with the reference on all
+    assert rim.sum() >= 2 and (h1[rim] == (-0.5 if ball else -1.0)).any()
+
+
+def test_row_span_is_the_tool_footprint_on_the_row():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        (ax, ay), (bx, by) = rng.uniform(-3, 3, (2, 2))
+        if rng.random() < 0.2:
+            bx, by = ax, by if rng.random() < 0.5 else ay  # a plunge or an axis-parallel move
+        r = float(rng.uniform(0.2, 2.0))
+        a = math.hypot(bx - ax, by - ay)
+        vx, vy = ((bx - ax) / a, (by - ay) / a) if a > 0 else (0.0, 0.0)
+        cy = float(rng.uniform(min(ay, by) - r - 0.5, max(ay, by) + r + 0.5))
+        lo, hi = zmap_kernels.row_span(cy, ax, ay, bx, by, vx, vy, r, r * r)
+        x = np.linspace(-6, 6, 4001)
+        t = np.clip(((x - ax) * (bx - ax) + (cy - ay) * (by - ay)) / max(a * a, 1e-300), 0, 1)
+        dist = np.hypot(x - ax - t * (bx - ax), cy - ay - t * (by - ay))
+        inside = x[dist <= r]
+        if len(inside):
+            assert lo <= inside.min() + 1e-12 and hi >= inside.max() - 1e-12
+            assert inside.min() - lo < 0.01 and hi - inside.max() < 0.01  # samples are 0.003 apart
+        else:
+            assert lo > hi or hi - lo < 0.01
+
+
 def test_top_surface_kernel_matches_reference_and_the_shape():
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=4.0)
     sphere.apply_translation((5, 5, 0))

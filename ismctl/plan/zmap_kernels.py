@@ -16,11 +16,15 @@ point its swept volume reaches over that cell's centre, computed exactly:
   distance to the path (the common case, a third of the work).  The shank above the
   ball never reaches lower than the ball.
 
-Only the cells in a segment's bounding box (grown by r) are visited, and of those
-only the ones still higher than the segment's lowest tip (overlapping passes at one
-depth find most cells already cut).  The numpy
-twin in :mod:`ismctl.plan.zmap_reference` does the same arithmetic in the same
-order; tests compare the two.
+Only the cells under the tool's XY footprint (the stadium of radius r around the
+segment's XY path, row by row) are visited.  A level ball move picks the cells it
+lowers by comparing squares (no square root) in a loop that vectorises, and takes the
+square root only for those: most cells under a ball pass lie on the scallop the
+previous segment left, which this segment does not lower.  Other moves skip the cells
+already as low as their lowest tip (overlapping passes at one depth find most cells
+already cut).  The numpy twin in :mod:`ismctl.plan.zmap_reference` computes the same
+lowest point with the same arithmetic in the same order over the segment's whole
+bounding box; tests compare the two.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from numba import njit
 
 _FLAT_EPS = 1e-18  # squared XY length below which a move is a plunge
 _VERTICAL_EPS = 1e-12  # 1 - uz^2 below which a move is vertical (the end spheres cover it)
+_RIM_SLACK = 1e-6  # mm the footprint's radius is grown by: no rounding drops a cell on the tool's rim
 
 
 @njit(cache=True)
@@ -57,23 +62,6 @@ def lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2):
     if t0 > t1:
         return math.inf
     return min(az + t0 * (bz - az), az + t1 * (bz - az))
-
-
-@njit(cache=True)
-def lowest_ball_level(cx, cy, ax, ay, z, dx, dy, a, r, r2):
-    """A level move (or a point): the ball reaches lowest over (cx, cy) where the path comes
-    nearest in XY, so one distance gives it (``a`` = dx^2 + dy^2)."""
-    px = cx - ax
-    py = cy - ay
-    t = 0.0
-    if a > _FLAT_EPS:
-        t = min(max((px * dx + py * dy) / a, 0.0), 1.0)
-    ex = px - t * dx
-    ey = py - t * dy
-    d2 = ex * ex + ey * ey
-    if d2 > r2:
-        return math.inf
-    return z + r - math.sqrt(r2 - d2)
 
 
 @njit(cache=True)
@@ -103,11 +91,63 @@ def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2, ux, uy, uz, horiz, length
 
 
 @njit(cache=True)
+def row_span(cy, ax, ay, bx, by, vx, vy, r, r2):
+    """The x-interval where the row y = ``cy`` crosses the tool's XY footprint, the stadium of
+    radius r around A-B (``v`` its XY unit direction, zero for a plunge); lo > hi if it misses.
+    The stadium is convex, so its row interval is the hull of the end discs' intervals and of
+    the points where its two straight sides cross the row."""
+    lo = math.inf
+    hi = -math.inf
+    for qx, qy in ((ax, ay), (bx, by)):
+        e = cy - qy
+        if e * e <= r2:
+            half = math.sqrt(r2 - e * e)
+            lo = min(lo, qx - half)
+            hi = max(hi, qx + half)
+    if vy != 0.0:
+        length = (bx - ax) * vx + (by - ay) * vy
+        for side in (-1.0, 1.0):  # the side A + s v + side r (-vy, vx), 0 <= s <= length
+            s = (cy - ay - side * r * vx) / vy
+            if 0.0 <= s <= length:
+                x = ax + s * vx - side * r * vy
+                lo = min(lo, x)
+                hi = max(hi, x)
+    return lo, hi
+
+
+@njit(cache=True)
+def _ball_level_candidates(dist2, hrow, first, x0, cell, py, ax, zr, dx, dy, a, r2, floor):
+    """Squared XY distance to the path of every cell of a row that a level ball move lowers,
+    -1 for the others, without a square root: the ball (centre height ``zr``) is below h over
+    a cell at distance d iff d <= r and (h > zr or (zr - h)^2 < r^2 - d^2).  The slack
+    admits the cells rounding leaves in doubt; the exact test follows.  Branch-free, so it
+    vectorises; ``a`` = dx^2 + dy^2 (dx = dy = 0, a = 1 for a point)."""
+    slack = r2 * 1e-9
+    for n in range(hrow.shape[0]):
+        px = x0 + (first + n + 0.5) * cell - ax
+        t = min(max((px * dx + py * dy) / a, 0.0), 1.0)
+        ex = px - t * dx
+        ey = py - t * dy
+        d2 = ex * ex + ey * ey
+        h = hrow[n]
+        w = zr - h
+        hit = (d2 <= r2) & (h > floor) & ((w < 0.0) | (w * w + d2 < r2 + slack))
+        dist2[n] = d2 if hit else -1.0
+
+
+@njit(cache=True)
 def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, max_cut):
     """Lower ``height`` (ny, nx) by every segment in order, never below ``floor``; ``cutter``
-    gets the op that last lowered a cell, ``max_cut[k]`` the most segment k removed anywhere."""
+    gets the op that last lowered a cell, ``max_cut[k]`` the most segment k removed anywhere.
+
+    Each row of a segment's bounding box is visited only over the tool's footprint
+    (:func:`row_span`).  A level ball move (most of a ball program's work) first marks
+    the cells it lowers with no square root, in a loop that vectorises, then computes
+    the lowest point of those only; other moves skip cells already as low as their lowest tip."""
     ny, nx = height.shape
     r2 = radius * radius
+    reach_r = radius + _RIM_SLACK
+    dist2 = np.empty(nx)
     for k in range(starts.shape[0]):
         ax, ay, az = starts[k, 0], starts[k, 1], starts[k, 2]
         bx, by, bz = ends[k, 0], ends[k, 1], ends[k, 2]
@@ -120,31 +160,56 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         dz = bz - az
         a = dx * dx + dy * dy
         length = math.sqrt(a + dz * dz)
-        ux = uy = uz = horiz = 0.0
+        ux = uy = uz = horiz = vx = vy = 0.0
         if length > 0.0:
             ux = dx / length
             uy = dy / length
             uz = dz / length
             horiz = 1.0 - uz * uz
+        if a > _FLAT_EPS:
+            vx = dx / math.sqrt(a)
+            vy = dy / math.sqrt(a)
+        ball_level = ball and dz == 0.0
+        # a point: distance to A (t = 0), so the candidates' projection is 0 / 1
+        pdx, pdy, pa = (dx, dy, a) if a > _FLAT_EPS else (0.0, 0.0, 1.0)
+        zr = az + radius
+        op = ops[k]
         deepest = 0.0
         reach = max(min(az, bz), floor)  # no part of the tool gets lower than its lowest tip
         for j in range(j0, j1 + 1):
             cy = y0 + (j + 0.5) * cell
-            for i in range(i0, i1 + 1):
+            lo, hi = row_span(cy, ax, ay, bx, by, vx, vy, reach_r, reach_r * reach_r)
+            if lo > hi:
+                continue
+            lo_i = max(i0, int(math.ceil((lo - x0) / cell - 0.5)))
+            hi_i = min(i1, int(math.floor((hi - x0) / cell - 0.5)))
+            if lo_i > hi_i:
+                continue
+            if ball_level:
+                hrow = height[j, lo_i:hi_i + 1]
+                crow = cutter[j, lo_i:hi_i + 1]
+                _ball_level_candidates(dist2, hrow, lo_i, x0, cell, cy - ay, ax, zr, pdx, pdy, pa, r2, floor)
+                for n in range(hrow.shape[0]):
+                    if dist2[n] >= 0.0:
+                        z = max(zr - math.sqrt(r2 - dist2[n]), floor)
+                        if z < hrow[n]:
+                            deepest = max(deepest, hrow[n] - z)
+                            hrow[n] = z
+                            crow[n] = op
+                continue
+            for i in range(lo_i, hi_i + 1):
                 if height[j, i] <= reach:  # already cut as deep as this segment can: most cells of a pass
                     continue
                 cx = x0 + (i + 0.5) * cell
                 if not ball:
                     z = lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2)
-                elif dz == 0.0:
-                    z = lowest_ball_level(cx, cy, ax, ay, az, dx, dy, a, radius, r2)
                 else:
                     z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2, ux, uy, uz, horiz, length)
                 z = max(z, floor)
                 if z < height[j, i]:
                     deepest = max(deepest, height[j, i] - z)
                     height[j, i] = z
-                    cutter[j, i] = ops[k]
+                    cutter[j, i] = op
         max_cut[k] = deepest
 
 
