@@ -152,11 +152,7 @@ class MillDevice(StreamingDevice):
             self._idle.set()
         log.info("stream %s at op %d: %d lines, %d bytes sent (at most %d in grbl's buffer), %.2f s",
                  result.status, result.last_op, result.lines_sent, result.bytes_sent, result.peak_bytes, result.elapsed_s)
-        if result.status == "completed":
-            return result.last_op
-        if result.status == "disconnected":
-            raise ConnectionError(result.reason)
-        raise JobOutcome("cancelled" if result.status == "cancelled" else "failed", result.reason, result.last_op)
+        return self.job_result(result)
 
     def pause(self) -> None:
         if self.control is not None and self.streamer is not None:

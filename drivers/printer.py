@@ -115,12 +115,7 @@ class PrinterDevice(StreamingDevice):
             self._progress = self._program = None
         log.info("stream %s at op %d: %d lines sent, %d resends, %d probes, %.2f s",
                  result.status, result.last_op, result.lines_sent, result.resends, result.probes, result.elapsed_s)
-        if result.status == "completed":
-            return result.last_op
-        if result.status == "disconnected":
-            raise ConnectionError(result.reason)
-        state = "cancelled" if result.status == "cancelled" else "failed"
-        raise JobOutcome(state, result.reason, result.last_op)
+        return self.job_result(result)
 
     def job_trigger(self, program: Program) -> str:
         return "run"  # heating shows up later, when the firmware says busy on M109/M190

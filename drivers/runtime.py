@@ -117,6 +117,16 @@ class StreamingDevice:
         if streamer is not None:
             streamer.close()
 
+    @staticmethod
+    def job_result(result) -> int:
+        """A stream's end (``status``, ``reason``, ``last_op``) as run_job returns it: the last op when
+        completed; ConnectionError when the link broke (the job pauses); JobOutcome otherwise."""
+        if result.status == "completed":
+            return result.last_op
+        if result.status == "disconnected":
+            raise ConnectionError(result.reason)
+        raise JobOutcome("cancelled" if result.status == "cancelled" else "failed", result.reason, result.last_op)
+
 
 class DriverRuntime:
     def __init__(self, device: Device, name: str, supervisor: str, heartbeat_s: float = 0.5):
