@@ -116,15 +116,16 @@ def row_span(cy, ax, ay, bx, by, vx, vy, r, r2):
 
 
 @njit(cache=True)
-def _ball_level_candidates(dist2, hrow, first, x0, cell, py, ax, zr, dx, dy, a, r2, floor):
+def _ball_level_candidates(dist2, hrow, cxrow, py, ax, zr, dx, dy, a, r2, floor):
     """Squared XY distance to the path of every cell of a row that a level ball move lowers,
     -1 for the others, without a square root: the ball (centre height ``zr``) is below h over
     a cell at distance d iff d <= r and (h > zr or (zr - h)^2 < r^2 - d^2).  The slack
     admits the cells rounding leaves in doubt; the exact test follows.  Branch-free, so it
-    vectorises; ``a`` = dx^2 + dy^2 (dx = dy = 0, a = 1 for a point)."""
+    vectorises; ``cxrow`` the cells' centres, ``py`` the row's y - ay, ``a`` = dx^2 + dy^2
+    (dx = dy = 0, a = 1 for a point)."""
     slack = r2 * 1e-9
     for n in range(hrow.shape[0]):
-        px = x0 + (first + n + 0.5) * cell - ax
+        px = cxrow[n] - ax
         t = min(max((px * dx + py * dy) / a, 0.0), 1.0)
         ex = px - t * dx
         ey = py - t * dy
@@ -133,6 +134,21 @@ def _ball_level_candidates(dist2, hrow, first, x0, cell, py, ax, zr, dx, dy, a, 
         w = zr - h
         hit = (d2 <= r2) & (h > floor) & ((w < 0.0) | (w * w + d2 < r2 + slack))
         dist2[n] = d2 if hit else -1.0
+
+
+@njit(cache=True, inline="always")  # a call per row costs more than the row's work
+def _lower_ball_level_row(hrow, crow, cxrow, dist2, py, ax, zr, dx, dy, a, r2, floor, op, deepest):
+    """Lower one row's cells (``hrow``, ``crow``: the row's slice under the footprint) by a level
+    ball move: the candidates first, then the square root for those only -> the deepest cut so far."""
+    _ball_level_candidates(dist2, hrow, cxrow, py, ax, zr, dx, dy, a, r2, floor)
+    for n in range(hrow.shape[0]):
+        if dist2[n] >= 0.0:
+            z = max(zr - math.sqrt(r2 - dist2[n]), floor)
+            if z < hrow[n]:
+                deepest = max(deepest, hrow[n] - z)
+                hrow[n] = z
+                crow[n] = op
+    return deepest
 
 
 @njit(cache=True)
@@ -148,6 +164,7 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
     r2 = radius * radius
     reach_r = radius + _RIM_SLACK
     dist2 = np.empty(nx)
+    centres_x = x0 + (np.arange(nx) + 0.5) * cell  # a load, not an int-to-float conversion per cell
     for k in range(starts.shape[0]):
         ax, ay, az = starts[k, 0], starts[k, 1], starts[k, 2]
         bx, by, bz = ends[k, 0], ends[k, 1], ends[k, 2]
@@ -186,21 +203,14 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
             if lo_i > hi_i:
                 continue
             if ball_level:
-                hrow = height[j, lo_i:hi_i + 1]
-                crow = cutter[j, lo_i:hi_i + 1]
-                _ball_level_candidates(dist2, hrow, lo_i, x0, cell, cy - ay, ax, zr, pdx, pdy, pa, r2, floor)
-                for n in range(hrow.shape[0]):
-                    if dist2[n] >= 0.0:
-                        z = max(zr - math.sqrt(r2 - dist2[n]), floor)
-                        if z < hrow[n]:
-                            deepest = max(deepest, hrow[n] - z)
-                            hrow[n] = z
-                            crow[n] = op
+                deepest = _lower_ball_level_row(height[j, lo_i:hi_i + 1], cutter[j, lo_i:hi_i + 1],
+                                                centres_x[lo_i:hi_i + 1], dist2, cy - ay, ax, zr, pdx, pdy, pa,
+                                                r2, floor, op, deepest)
                 continue
             for i in range(lo_i, hi_i + 1):
                 if height[j, i] <= reach:  # already cut as deep as this segment can: most cells of a pass
                     continue
-                cx = x0 + (i + 0.5) * cell
+                cx = centres_x[i]
                 if not ball:
                     z = lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2)
                 else:
