@@ -6,8 +6,8 @@ inside Clipper's 62-bit range for any bed.  Clipper (pyclipper) costs about a
 microsecond per point per operation, a dozen operations per layer, so the
 common cases run in Numba instead: an offset whose loops come out simple and
 apart (Clipper's joins, exact corners), and an intersection or difference of
-areas whose loops do not meet (each loop stays, goes or turns round, by
-winding).  Everything else -- loops that cross or touch -- goes to Clipper.
+areas whose loops do not meet, loops both share aside (each loop stays, goes
+or turns round, by winding).  Loops that cross or touch go to Clipper.
 
 Clipper's cost grows faster than linearly with vertex count, and a finely
 tessellated mesh gives thousands of points per loop, so input loops are first
