@@ -19,13 +19,13 @@ import numpy as np
 
 from . import config as cellconfig
 from . import cam_cmd, mill_cmd, slice_cmd, verify_cmd
+from .plan.model import MESH_SUFFIXES
 
 # Modules that bring commands of their own: each has add_parsers(sub), COMMANDS
 # {name: function} and LOCAL_COMMANDS, the ones that need no cell (the bus is not
 # even imported for them, and they exit without the interpreter's teardown).
 COMMAND_MODULES = (slice_cmd, verify_cmd, cam_cmd, mill_cmd)
 LOCAL_COMMANDS = frozenset(name for module in COMMAND_MODULES for name in module.LOCAL_COMMANDS)
-from .plan.model import MESH_SUFFIXES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 PLANNING_WAIT_S = 600.0
@@ -41,6 +41,9 @@ examples:
   ismctl confirm 4                             the part is on the mill: release job 4's next step
   ismctl slice part.stl -o part.gcode          slice on this machine (no cell needed)
   ismctl preview part.gcode                    PNG images of the first, middle and last layer
+  ismctl cam part.stl --tool flat-3 -o part.nc face, pocket and profile the part for the mill
+  ismctl verify part.nc --mesh part.stl        cut the stock on a Z-map: gouges, rapids through material
+  ismctl home                                  home the mill ($H); then `ismctl jog X10 --feed 500`
   ismctl status                                cell, devices, temperatures, active jobs
   ismctl jobs                                  every job this cell has ever had
   ismctl estop                                 halt every device now (latched until `ismctl reset`)
