@@ -220,6 +220,45 @@ def test_cells_exactly_on_the_tool_rim_are_cut_as_the_reference_cuts_them(ball):
     assert rim.sum() >= 2 and (h1[rim] == (-0.5 if ball else -1.0)).any()
 
 
+@pytest.mark.parametrize("ball", [False, True])
+def test_a_level_move_from_where_the_last_ended_skips_only_cells_it_cannot_lower(ball):
+    # a connected path: level moves turning every way (also back on themselves), ramps, plunges,
+    # repeated points; the skip of the cells behind A must change nothing against sweeping every
+    # segment on its own (no previous move: nothing skipped)
+    rng = np.random.default_rng(11)
+    points = [(5.0, 5.0, -0.5)]
+    for _ in range(120):
+        x, y, z = points[-1]
+        kind = rng.integers(0, 5)
+        step = rng.normal(0, 0.6, 2)
+        if kind == 0:
+            z = max(z - rng.uniform(0, 0.4), -2.5)  # plunge
+        elif kind == 1:
+            x, y, z = x + step[0], y + step[1], max(z - rng.uniform(0, 0.3), -2.5)  # ramp
+        elif kind < 4:
+            x, y = x + step[0], y + step[1]  # level
+        points.append((float(np.clip(x, 1, 9)), float(np.clip(y, 1, 9)), z))
+    path = np.array(points)
+    starts, ends = np.ascontiguousarray(path[:-1]), np.ascontiguousarray(path[1:])
+    n = len(starts)
+    ops = np.arange(n, dtype=np.int32)
+    swept = []
+    for sweep in (zmap_kernels.sweep, zmap_reference.sweep):
+        height, cutter, max_cut = np.zeros((100, 100)), zmap_kernels.empty_cutter((100, 100)), np.zeros(n)
+        sweep(height, cutter, 0.0, 0.0, 0.1, starts, ends, ops, 0.8, ball, -3.0, max_cut)
+        swept.append((height, cutter, max_cut))
+    alone = np.zeros((100, 100)), zmap_kernels.empty_cutter((100, 100)), np.zeros(n)
+    for k in range(n):
+        zmap_reference.sweep(alone[0], alone[1], 0.0, 0.0, 0.1, starts[k:k + 1], ends[k:k + 1], ops[k:k + 1],
+                             0.8, ball, -3.0, alone[2][k:k + 1])
+    skips = sum((ends[k - 1] == starts[k]).all() and starts[k, 2] == ends[k, 2] for k in range(1, n))
+    assert skips > 40 and (alone[0] < -2).any()
+    for height, cutter, max_cut in swept:
+        np.testing.assert_allclose(height, alone[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(max_cut, alone[2], rtol=0, atol=1e-12)
+        assert (cutter == alone[1]).mean() > 0.999
+
+
 def test_row_span_is_the_tool_footprint_on_the_row():
     rng = np.random.default_rng(7)
     for _ in range(300):

@@ -187,6 +187,12 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
             vx = dx / math.sqrt(a)
             vy = dy / math.sqrt(a)
         ball_level = ball and dz == 0.0
+        # a level move from where the previous one ended: the tool standing at A, the end of the
+        # previous move, already cut every cell behind A (t = 0 on this move) as low as this one can
+        behind_cut = dz == 0.0 and k > 0 and ends[k - 1, 0] == ax and ends[k - 1, 1] == ay and ends[k - 1, 2] == az
+        if behind_cut and a <= _FLAT_EPS:
+            max_cut[k] = 0.0  # a point where the tool already stands
+            continue
         # a point: distance to A (t = 0), so the candidates' projection is 0 / 1
         pdx, pdy, pa = (dx, dy, a) if a > _FLAT_EPS else (0.0, 0.0, 1.0)
         zr = az + radius
@@ -196,6 +202,14 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         for j in range(j0, j1 + 1):
             cy = y0 + (j + 0.5) * cell
             lo, hi = row_span(cy, ax, ay, bx, by, vx, vy, reach_r, reach_r * reach_r)
+            if behind_cut:  # keep (x - ax) vx + (cy - ay) vy >= -slack
+                edge = -(cy - ay) * vy - _RIM_SLACK
+                if vx > 0.0:
+                    lo = max(lo, ax + edge / vx)
+                elif vx < 0.0:
+                    hi = min(hi, ax + edge / vx)
+                elif edge > 0.0:
+                    continue
             if lo > hi:
                 continue
             lo_i = max(i0, int(math.ceil((lo - x0) / cell - 0.5)))

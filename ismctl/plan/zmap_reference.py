@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .zmap_kernels import _FLAT_EPS, _VERTICAL_EPS
+from .zmap_kernels import _FLAT_EPS, _RIM_SLACK, _VERTICAL_EPS
 
 
 def lowest_flat(cx, cy, ax, ay, az, bx, by, bz, r2):
@@ -62,6 +62,16 @@ def lowest_ball(cx, cy, ax, ay, az, bx, by, bz, r, r2, ux, uy, uz, horiz, length
     return best
 
 
+def _ahead_box(ax, ay, bx, by, vx, vy, r):
+    """Bounding box (x0, x1, y0, y1) of the footprint's part ahead of A (direction ``v``): the
+    half disc at A (grown by the kernel's slack behind it) and the disc at B."""
+    ahead_x0 = ax - r * (abs(vy) if vx > 0 else 1.0) - _RIM_SLACK
+    ahead_x1 = ax + r * (abs(vy) if vx < 0 else 1.0) + _RIM_SLACK
+    ahead_y0 = ay - r * (abs(vx) if vy > 0 else 1.0) - _RIM_SLACK
+    ahead_y1 = ay + r * (abs(vx) if vy < 0 else 1.0) + _RIM_SLACK
+    return min(ahead_x0, bx - r), max(ahead_x1, bx + r), min(ahead_y0, by - r), max(ahead_y1, by + r)
+
+
 def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, max_cut):
     """:func:`ismctl.plan.zmap_kernels.sweep`, one numpy pass per segment."""
     ny, nx = height.shape
@@ -69,11 +79,20 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
     for k in range(len(starts)):
         ax, ay, az = starts[k]
         bx, by, bz = ends[k]
-        i0 = max(0, int(np.floor((min(ax, bx) - radius - x0) / cell - 0.5)))
-        i1 = min(nx - 1, int(np.ceil((max(ax, bx) + radius - x0) / cell - 0.5)))
-        j0 = max(0, int(np.floor((min(ay, by) - radius - y0) / cell - 0.5)))
-        j1 = min(ny - 1, int(np.ceil((max(ay, by) + radius - y0) / cell - 0.5)))
         max_cut[k] = 0.0
+        dx, dy, dz = bx - ax, by - ay, bz - az
+        a = dx * dx + dy * dy
+        box = (min(ax, bx) - radius, max(ax, bx) + radius, min(ay, by) - radius, max(ay, by) + radius)
+        behind_cut = dz == 0.0 and k > 0 and (ends[k - 1] == starts[k]).all()  # see the kernel
+        if behind_cut:
+            if a <= _FLAT_EPS:
+                continue
+            vx, vy = dx / np.sqrt(a), dy / np.sqrt(a)
+            box = _ahead_box(ax, ay, bx, by, vx, vy, radius)
+        i0 = max(0, int(np.floor((box[0] - x0) / cell - 0.5)))
+        i1 = min(nx - 1, int(np.ceil((box[1] - x0) / cell - 0.5)))
+        j0 = max(0, int(np.floor((box[2] - y0) / cell - 0.5)))
+        j1 = min(ny - 1, int(np.ceil((box[3] - y0) / cell - 0.5)))
         if i0 > i1 or j0 > j1:
             continue
         window = height[j0:j1 + 1, i0:i1 + 1]
@@ -81,8 +100,6 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
             continue
         cx = x0 + (np.arange(i0, i1 + 1) + 0.5) * cell
         cy = (y0 + (np.arange(j0, j1 + 1) + 0.5) * cell)[:, None]
-        dx, dy, dz = bx - ax, by - ay, bz - az
-        a = dx * dx + dy * dy
         length = np.sqrt(a + dz * dz)
         ux = uy = uz = horiz = 0.0
         if length > 0.0:
@@ -95,6 +112,8 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
         else:
             z = lowest_ball(cx, cy, ax, ay, az, bx, by, bz, radius, r2, ux, uy, uz, horiz, length)
         z = np.maximum(z, floor)
+        if behind_cut:
+            z = np.where((cx - ax) * vx + (cy - ay) * vy >= -_RIM_SLACK, z, np.inf)
         lower = z < window
         if lower.any():
             max_cut[k] = float((window - z)[lower].max())
