@@ -1,7 +1,9 @@
 """`ismctl cam`: plan a mesh into grbl G-code for the mill on this machine (no cell needed).
 
 The tool, material and tooling table come from the options, else from the
-mill of ``--config`` (a cell config), else the defaults (flat-3 in PLA, the
+mill of the cell config (``--config``, else the default one every ismctl
+command finds: $ISMCTL_CONFIG, ./configs/demo-cell.toml, the bundled demo
+cell), else the defaults (flat-3 in PLA, the
 bundled table).  docs/cam.md describes the operations and every option.
 """
 
@@ -52,13 +54,14 @@ def add_parsers(sub) -> None:
     p.add_argument("-o", "--output", type=Path, help="G-code file to write (default: the mesh's name with .nc)")
     p.add_argument("--stock", metavar="SIZE", help="W,D,H or WxDxH in mm, or +MARGIN around the part's box "
                                                    "(default +3)")
-    p.add_argument("--tool", metavar="NAME", help=f"a tool of the tooling table (default: the --config mill's, "
+    p.add_argument("--tool", metavar="NAME", help=f"a tool of the tooling table (default: the cell config mill's, "
                                                   f"else {DEFAULT_TOOL})")
-    p.add_argument("--material", metavar="NAME", help=f"a material of the tooling table (default: the --config "
+    p.add_argument("--material", metavar="NAME", help=f"a material of the tooling table (default: the cell config "
                                                       f"mill's, else {DEFAULT_MATERIAL})")
-    p.add_argument("--tooling", type=Path, metavar="FILE", help="tooling table TOML (default: the --config mill's, "
+    p.add_argument("--tooling", type=Path, metavar="FILE", help="tooling table TOML (default: the cell config mill's, "
                                                                 "else the bundled configs/tooling.toml)")
-    p.add_argument("--config", type=Path, help="a cell config: its mill's tool, material and tooling table")
+    p.add_argument("--config", type=Path, help="a cell config whose mill gives the tool, material and tooling table (default: "
+                                                 "$ISMCTL_CONFIG, ./configs/demo-cell.toml, else the bundled demo cell)")
     p.add_argument("--ops", type=_ops, metavar="LIST", help=f"operations, comma-separated: {','.join(OPERATIONS)} "
                                                             "(default: all an end mill does; a drill only drills)")
     g = p.add_argument_group("cutting (defaults: the material's factors in the tooling table)")
@@ -75,11 +78,9 @@ def add_parsers(sub) -> None:
 
 
 def _mill_defaults(config_path: Path | None) -> tuple[str, str, Path | None]:
-    """Tool, material and tooling table of the cell's mill (empty when there is no config)."""
-    if config_path is None:
-        return "", "", None
+    """Tool, material and tooling table of the cell's mill (empty when the default cell has no mill)."""
     mill = mill_device(config_path)
-    return getattr(mill, "tool", ""), getattr(mill, "material", ""), getattr(mill, "tooling", None)
+    return (mill.tool, mill.material, mill.tooling) if mill else ("", "", None)
 
 
 def summary(result, out: Path) -> dict:

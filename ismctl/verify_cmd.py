@@ -22,6 +22,9 @@ SHOWN_GOUGES = 5  # lines listed in the printed summary
 
 EPILOG = """\
 examples:
+  ismctl cam part.stl -o part.nc && ismctl verify part.nc --mesh part.stl --png zmap.png
+                                    a program from `ismctl cam` names its tool, its stock
+                                    and where the part sits in it: nothing else is needed
   ismctl verify pocket.nc --mesh part.stl --tool-diameter 6
                                     flat 6 mm end mill, stock = the part's bounding box
   ismctl verify pocket.nc --mesh part.stl --margin 2 --tool flat-6 --png zmap.png
@@ -31,8 +34,8 @@ examples:
                                     the tool the cell's mill has in its spindle
   ismctl verify job.nc --mesh part.stl --tool-diameter 3 --tool-shape ball --grid 0.05 --json
 
-Positions are work coordinates: the mesh and --stock must be placed where the
-program cuts.  Exit 0: clean; 1: gouges or rapids through material; 2: bad usage.
+Positions are work coordinates: for a program from elsewhere, the mesh and
+--stock must be placed where the program cuts.  Exit 0: clean; 1: gouges or rapids through material; 2: bad usage.
 """
 
 
@@ -76,15 +79,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--mesh", type=Path, required=True, help="the finished part (STL, OBJ, 3MF), in work coordinates")
     stock = p.add_mutually_exclusive_group()
     stock.add_argument("--stock", type=_numbers(6, "six numbers x0,y0,z0,x1,y1,z1 (mm)"), metavar="X0,Y0,Z0,X1,Y1,Z1", help="the stock box corners (mm)")
-    stock.add_argument("--margin", type=_millimetres(zero_allowed=True), default=0.0, metavar="MM",
-                       help="stock = the part's bounding box grown by MM in X, Y and on top (default 0)")
+    stock.add_argument("--margin", type=_millimetres(zero_allowed=True), metavar="MM",
+                       help="stock = the part's bounding box grown by MM in X, Y and on top (default: the stock "
+                            "and placement an `ismctl cam` program names, else 0)")
     tool = p.add_argument_group("tool (one of: --tool-diameter, --tool NAME, --config with a mill)")
-    tool.add_argument("--tool", metavar="NAME", help="a tool in the tooling table (default: the --config mill's tool)")
-    tool.add_argument("--tooling", type=Path, metavar="FILE", help="tooling table TOML (default: the --config mill's, "
+    tool.add_argument("--tool", metavar="NAME", help="a tool in the tooling table (default: the tool of the cell config's mill)")
+    tool.add_argument("--tooling", type=Path, metavar="FILE", help="tooling table TOML (default: the cell config mill's, "
                                                                     "else the bundled one)")
     tool.add_argument("--tool-diameter", type=_millimetres(zero_allowed=False), metavar="MM", help="a tool given by size instead of by name")
     tool.add_argument("--tool-shape", choices=("flat", "ball"), default="flat", help="with --tool-diameter (default flat)")
-    tool.add_argument("--config", type=Path, help="a cell config: its mill's tool and tooling table")
+    tool.add_argument("--config", type=Path, help="a cell config whose mill gives the tool and tooling table (default: $ISMCTL_CONFIG, "
+                                                  "./configs/demo-cell.toml, else the bundled demo cell)")
     p.add_argument("--start", type=_numbers(3, "three numbers X,Y,Z (mm)"), metavar="X,Y,Z", help="where the tool is before the first line (work mm; default unknown)")
     p.add_argument("--grid", type=_millimetres(zero_allowed=False), default=0.1, metavar="MM", help="Z-map cell size (default 0.1)")
     p.add_argument("--tolerance", type=_millimetres(zero_allowed=True), default=0.05, metavar="MM",
@@ -93,22 +98,27 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def mill_device(config_path: Path):
-    """The first mill of the cell config at ``config_path`` (UsageError naming the file if none)."""
+def mill_device(config_path: Path | None):
+    """The first mill of the cell config at ``config_path``, else of the default cell config
+    ($ISMCTL_CONFIG, ./configs/demo-cell.toml, the bundled demo cell), as every ismctl command finds it.
+
+    A named config without a mill is a UsageError; the default config without one gives None."""
     from . import config as cellconfig
 
+    path = config_path or cellconfig.find_default()
     try:
-        cell = cellconfig.load(config_path)
+        cell = cellconfig.load(path)
     except (cellconfig.ConfigError, OSError) as exc:
         raise UsageError(str(exc)) from None
     mills = [d for d in cell.devices.values() if d.device_class == "mill"]
-    if not mills:
+    if not mills and config_path is not None:
         raise UsageError(f"{config_path}: the cell has no mill")
-    return mills[0]
+    return mills[0] if mills else None
 
 
-def resolve_tool(args):
-    """The ToolShape the options name (see the 'tool' option group)."""
+def resolve_tool(args, program_text: str = ""):
+    """The ToolShape the options name (see the 'tool' option group), else the one the program was planned for."""
+    from .plan.cam_gcode import read_tool_name
     from .plan.tooling import load_tooling
     from .plan.zmap import ToolShape
 
@@ -119,15 +129,12 @@ def resolve_tool(args):
             return ToolShape(args.tool_shape, args.tool_diameter)
         except PlanError as exc:
             raise UsageError(str(exc)) from None
-    name, tooling = args.tool, args.tooling
-    if args.config is not None:
-        mill = mill_device(args.config)
-        name = name or getattr(mill, "tool", "")
-        tooling = tooling or getattr(mill, "tooling", None)
-        if not name:
-            raise UsageError(f"{args.config}: the mill declares no tool; use --tool or --tool-diameter")
+    mill = mill_device(args.config)
+    name = args.tool or read_tool_name(program_text) or (mill.tool if mill else "")
+    tooling = args.tooling or (mill.tooling if mill else None)
     if not name:
-        raise UsageError("which tool? use --tool-diameter MM [--tool-shape ball], --tool NAME or --config CELL")
+        raise UsageError("which tool? use --tool-diameter MM [--tool-shape ball], --tool NAME, or --config with a "
+                         "cell whose mill declares its tool")
     try:
         tool = load_tooling(tooling).tool(name)
         return ToolShape(tool.shape, tool.diameter, tool.name)
@@ -135,24 +142,39 @@ def resolve_tool(args):
         raise UsageError(str(exc)) from None
 
 
+def _stock_and_part(args, mesh, program_text: str):
+    """The stock box and the mesh where the program sees them: as given, else as `ismctl cam` placed them."""
+    from .plan.cam_gcode import read_placement
+    from .plan.model import Mesh
+    from .plan.zmap import Stock
+
+    if args.stock:
+        return Stock(args.stock[:3], args.stock[3:]), mesh
+    placement = read_placement(program_text) if args.margin is None else None
+    if placement is None:
+        return Stock.around(mesh, args.margin or 0.0), mesh
+    box, offset = placement
+    return Stock(box[0], box[1]), Mesh(mesh.vertices + offset, mesh.faces, mesh.name)
+
+
 def run(args, progress=None):
     """Parse, load, simulate, compare: -> ZmapReport (raises UsageError or GcodeError)."""
     from .grbl_gcode import parse_with_path
     from .plan.mesh_io import load_mesh
-    from .plan.zmap import Stock, verify
+    from .plan.zmap import verify
 
     step = progress or (lambda name, index: None)
     for path, what in ((args.program, "program"), (args.mesh, "mesh")):
         if not path.is_file():
             raise UsageError(f"no such {what} file: {path}")
-    tool = resolve_tool(args)
-    step(STEPS[0], 0)
     text = args.program.read_text(encoding="ascii", errors="replace")  # the parser names a non-ASCII line
+    tool = resolve_tool(args, text)
+    step(STEPS[0], 0)
     program, path = parse_with_path(text, args.program.name, start=args.start)
     step(STEPS[1], 1)
     try:
         mesh = load_mesh(args.mesh)
-        stock = Stock(args.stock[:3], args.stock[3:]) if args.stock else Stock.around(mesh, args.margin)
+        stock, mesh = _stock_and_part(args, mesh, text)
     except PlanError as exc:
         raise UsageError(str(exc)) from None
     step(STEPS[2], 2)

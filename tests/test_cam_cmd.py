@@ -96,6 +96,20 @@ def test_verify_finds_no_gouge_in_our_program(part, tmp_path):
     assert "clean" in run.stdout and "gouges: none" in run.stdout
 
 
+def test_verify_reads_tool_stock_and_placement_from_our_program(part, tmp_path):
+    """A user's two commands, no options repeated: the program names its tool, stock box and the part's offset."""
+    out = tmp_path / "block.nc"
+    run = ismctl("cam", str(part), "-o", str(out), "--tool", "flat-3", "--stock", "+4", "--json")
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    run = ismctl("verify", str(out), "--mesh", str(part), "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    assert report["clean"] and report["tool"]["name"] == "flat-3" and report["gouges"]["cells"] == 0
+    assert [report["stock"]["lo"], report["stock"]["hi"]] == info["stock"]
+    assert report["removed_mm3"] > 0
+
+
 def test_a_broken_mesh_is_named(tmp_path, capsys):
     bad = tmp_path / "broken.stl"
     bad.write_text("solid x\n  facet normal 0 0 1\n    outer loop\n      vertex 0 0 nope\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,8 @@ def files(tmp_path_factory):
     (root / "good.nc").write_text(good)
     (root / "gouge.nc").write_text(good.replace("M5\n", "G0 X20 Y10\nG1 Z-2.5 F100\nG0 Z5\nM5\n"))
     (root / "broken.nc").write_text("G21\nG0 Z5\nG41 D3\n")
+    printer_only = (REPO / "configs" / "demo-cell.toml").read_text().split("[devices.mill]")[0]
+    (root / "printer-only.toml").write_text(printer_only)
     return root
 
 
@@ -68,6 +71,17 @@ def test_tool_from_the_cell_config(files):
     assert json.loads(run.stdout)["tool"] == {"shape": "flat", "diameter": 6.0, "name": "flat-6"}
 
 
+def test_tool_from_the_default_cell_config(files, tmp_path):
+    """No tool option and no --config: the default cell config's mill (here the one $ISMCTL_CONFIG names)."""
+    cell = (REPO / "configs" / "demo-cell.toml").read_text().replace('tool = "flat-6"', 'tool = "flat-3"')
+    assert 'tool = "flat-3"' in cell
+    (tmp_path / "cell.toml").write_text(cell)
+    run = subprocess.run([sys.executable, "-m", "ismctl", "verify", str(files / "good.nc"), "--mesh",
+                          str(files / "part.stl"), "--stock", STOCK_ARG, "--json"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "ISMCTL_CONFIG": str(tmp_path / "cell.toml")})
+    assert json.loads(run.stdout)["tool"]["name"] == "flat-3", run.stderr
+
+
 def test_invalid_gcode_exits_1_naming_the_line(files):
     run = verify(str(files / "broken.nc"), "--mesh", str(files / "part.stl"), "--tool-diameter", "3")
     assert run.returncode == 1
@@ -76,13 +90,14 @@ def test_invalid_gcode_exits_1_naming_the_line(files):
 
 @pytest.mark.parametrize("args, needle", [
     (["--tool-diameter", "6", "--mesh", "missing.stl"], "no such mesh file"),
-    (["--mesh", "{part}"], "which tool"),
+    (["--mesh", "{part}", "--config", "{printer_only}"], "the cell has no mill"),
     (["--mesh", "{part}", "--tool", "flat-99"], "no tool named 'flat-99'"),
     (["--mesh", "{part}", "--tool", "drill-3"], "flat and ball"),
     (["--mesh", "{part}", "--tool-diameter", "6", "--stock", "1,2,3"], "six numbers"),
 ])
 def test_usage_errors_exit_2(files, args, needle):
-    args = [a.replace("{part}", str(files / "part.stl")) for a in args]
+    args = [a.replace("{part}", str(files / "part.stl")).replace("{printer_only}", str(files / "printer-only.toml"))
+            for a in args]
     run = verify(str(files / "good.nc"), *args)
     assert run.returncode == 2 and needle in run.stderr, run.stderr
 

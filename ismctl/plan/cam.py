@@ -32,7 +32,7 @@ import numpy as np
 
 from ..program import Program
 from . import cam_areas, cam_features, cam_ops
-from .cam_gcode import GcodeWriter, fmt
+from .cam_gcode import GcodeWriter, fmt, placement_comments
 from .cam_settings import CamSettings
 from .mesh_io import load_mesh
 from .mesh_repair import prepare_mesh
@@ -172,7 +172,7 @@ def plan_cam(mesh, stock=None, tool: str = "flat-3", material: str = "PLA", oper
 
     out = GcodeWriter()
     cutter = cam_ops.Cutter(out, t, settings, f.feed_mm_min, f.plunge_mm_min, box)
-    _header(out, part.name, t, m, f, box)
+    _header(out, part.name, t, m, f, box, offset)
     counts: dict[str, int] = {}
 
     removed = 0.0
@@ -237,12 +237,14 @@ def _drill(c: cam_ops.Cutter, holes, settings: CamSettings, material_top: float,
     return sum(math.pi * t.radius ** 2 * (material_top - h.bottom) for h in fits)
 
 
-def _header(out: GcodeWriter, name: str, t: Tool, m: Material, f: Feeds, box: np.ndarray) -> None:
+def _header(out: GcodeWriter, name: str, t: Tool, m: Material, f: Feeds, box: np.ndarray, offset: np.ndarray) -> None:
     w, d, h = box[1, 0], box[1, 1], -box[0, 2]
     out.comment(f"ismctl cam {name}")
     out.comment(f"tool {t.name}: {t.shape} D{t.diameter:g} {t.flutes} flutes - load it before starting")
     out.comment(f"material {m.name}, stock {w:.3f} x {d:.3f} x {h:.3f} mm")
     out.comment("origin: stock front left corner, Z0 on its top")
+    for text in placement_comments(box, offset):
+        out.comment(text)
     out.line("G21 G90 G94 G17")
     out.line(f"S{round(f.rpm)} M3")
 

@@ -15,6 +15,7 @@ parentheses.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -23,6 +24,35 @@ from .cam_paths import block_durations
 from .model import PlanError
 
 MAX_LINE = 79  # grbl's line buffer is 80 bytes with the terminator
+
+# Header comments that say where the part sits, so that `ismctl verify` can
+# check a program against the mesh it was planned from without being told.
+_NUM = r"(-?[0-9.]+)"
+_TOOL_RE = re.compile(r"^\(tool ([^:)]+):", re.MULTILINE)
+_STOCK_RE = re.compile(r"^\(stock box" + "".join(f" {a}{_NUM}" for a in "XYZXYZ") + r"\)", re.MULTILINE)
+_OFFSET_RE = re.compile(r"^\(mesh offset" + "".join(f" {a}{_NUM}" for a in "XYZ") + r"\)", re.MULTILINE)
+
+
+def placement_comments(box: np.ndarray, offset: np.ndarray) -> tuple[str, str]:
+    """The stock box in program coordinates and the shift that puts the mesh into it."""
+    lo, hi = box
+    return (f"stock box X{fmt(lo[0])} Y{fmt(lo[1])} Z{fmt(lo[2])} X{fmt(hi[0])} Y{fmt(hi[1])} Z{fmt(hi[2])}",
+            f"mesh offset X{offset[0]:.6f} Y{offset[1]:.6f} Z{offset[2]:.6f}")
+
+
+def read_placement(text: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(stock box (2, 3), mesh offset (3,)) from a program ``ismctl cam`` wrote, else None."""
+    stock, offset = _STOCK_RE.search(text), _OFFSET_RE.search(text)
+    if stock is None or offset is None:
+        return None
+    box = np.array([float(v) for v in stock.groups()]).reshape(2, 3)
+    return box, np.array([float(v) for v in offset.groups()])
+
+
+def read_tool_name(text: str) -> str | None:
+    """The tool a program ``ismctl cam`` wrote was planned for."""
+    match = _TOOL_RE.search(text)
+    return match.group(1) if match else None
 
 
 def fmt(value: float) -> str:
