@@ -13,18 +13,21 @@ point its swept volume reaches over that cell's centre, computed exactly:
   point over the centre is the lower intersection of the vertical line with the
   capsule's cylinder (if that point lies between the end discs) or with one of the
   two end spheres.  For a level move that is simply the ball's height at the XY
-  distance to the path (the common case, a third of the work).  The shank above the
+  distance to the path (the common case).  The shank above the
   ball never reaches lower than the ball.
 
 Only the cells under the tool's XY footprint (the stadium of radius r around the
-segment's XY path, row by row) are visited.  A level ball move picks the cells it
-lowers by comparing squares (no square root) in a loop that vectorises, and takes the
-square root only for those: most cells under a ball pass lie on the scallop the
-previous segment left, which this segment does not lower.  Other moves skip the cells
-already as low as their lowest tip (overlapping passes at one depth find most cells
-already cut).  The numpy twin in :mod:`ismctl.plan.zmap_reference` computes the same
-lowest point with the same arithmetic in the same order over the segment's whole
-bounding box; tests compare the two.
+segment's XY path, row by row) are visited.  A level move that starts where the
+previous move ended skips the cells behind its start: there its lowest point is the
+tool standing at the start, which the previous move already swept.  A level ball move
+picks the cells it lowers by comparing squares (no square root) in a loop that
+vectorises, and takes the square root only for those: most cells under a ball pass
+lie on the scallop the previous segment left, which this segment does not lower.
+Other moves skip the cells already as low as their lowest tip (overlapping passes at
+one depth find most cells already cut).  The numpy twin in
+:mod:`ismctl.plan.zmap_reference` computes the same lowest point with the same
+arithmetic in the same order over the segment's bounding box (the part ahead of the
+start for a continuing level move); tests compare the two.
 """
 
 from __future__ import annotations
@@ -157,9 +160,10 @@ def sweep(height, cutter, x0, y0, cell, starts, ends, ops, radius, ball, floor, 
     gets the op that last lowered a cell, ``max_cut[k]`` the most segment k removed anywhere.
 
     Each row of a segment's bounding box is visited only over the tool's footprint
-    (:func:`row_span`).  A level ball move (most of a ball program's work) first marks
-    the cells it lowers with no square root, in a loop that vectorises, then computes
-    the lowest point of those only; other moves skip cells already as low as their lowest tip."""
+    (:func:`row_span`), and only ahead of the start for a level move continuing the
+    previous one.  A level ball move (most of a ball program's work) first marks the
+    cells it lowers with no square root, in a loop that vectorises, then computes the
+    lowest point of those only; other moves skip cells already as low as their lowest tip."""
     ny, nx = height.shape
     r2 = radius * radius
     reach_r = radius + _RIM_SLACK
