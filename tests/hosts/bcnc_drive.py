@@ -1,7 +1,8 @@
 """bCNC, an independent grbl host, drives a grbl board headless with its own code.
 
 Run by the Python of a virtualenv that has bCNC installed (``pip install bCNC``);
-it prints one JSON line with what bCNC's controller parsed.  Everything on the
+it prints one JSON line with what bCNC's controller parsed (bCNC's own prints go
+to stderr) and exits 0, or 1 with ``{"failed": why}``.  Everything on the
 wire is bCNC's: ``Sender.open`` (pyserial ``serial_for_url``, DTR toggle, two
 newlines), the ``Sender.serialIO`` thread (``?`` every 0.125 s, character
 counting against ``RX_BUFFER_SIZE = 128``), the ``GRBL1`` controller's
@@ -22,6 +23,7 @@ widgets there and do nothing here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -45,7 +47,8 @@ def import_bcnc():
     return Sender, CNC
 
 
-SenderModule, CNCModule = import_bcnc()
+with contextlib.redirect_stdout(sys.stderr):   # bCNC prints its chatter; stdout is the JSON
+    SenderModule, CNCModule = import_bcnc()
 CNC, WAIT = CNCModule.CNC, CNCModule.WAIT
 Sender = SenderModule.Sender
 
@@ -108,6 +111,8 @@ class HeadlessSender(Sender):
     def wait(self, condition, timeout: float, what: str):
         deadline = time.monotonic() + timeout
         while not condition():
+            if self.errors:   # bCNC stops feeding a run at an error but never ends it
+                raise RuntimeError(f"bCNC: grbl answered {self.errors[0]!r} to {CNC.vars['errline'].strip()!r}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"bCNC: {what} within {timeout:g} s (state {CNC.vars['state']!r})")
             time.sleep(0.01)
@@ -195,8 +200,11 @@ def main(argv=None) -> int:
     ap.add_argument("--hold-after", type=int, default=100, help="feed hold once this many lines are answered")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds for the run")
     args = ap.parse_args(argv)
+    if not os.path.isfile(args.program):
+        ap.error(f"no such G-code file: {args.program}")
     try:
-        result = drive(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = drive(args)
     except (TimeoutError, RuntimeError, OSError) as exc:
         print(json.dumps({"failed": str(exc), "state": CNC.vars["state"]}), flush=True)
         return 1
