@@ -12,7 +12,8 @@ what the program did to the part:
   deepest depth and place, extent);
 * **collisions**: rapid moves (G0) that removed material — a rapid is not a cut;
 * **material left**: cells above the target by more than the tolerance (volume, max);
-  cells outside the part's outline have the stock bottom as target;
+  cells outside the part's outline have the part's bottom as target (the stock
+  below it is the base the part stands on, which no 2.5D program cuts away);
 * **removed volume** of stock.
 
 Positions are work coordinates (see :mod:`ismctl.grbl_gcode`): the mesh and the stock
@@ -141,7 +142,7 @@ class ZmapReport:
     tool: ToolShape
     tolerance: float
     height: np.ndarray  # (ny, nx) material top after the program
-    target: np.ndarray  # (ny, nx) the part's top surface, the stock bottom outside it
+    target: np.ndarray  # (ny, nx) the part's top surface, its bottom (or the stock's, if lower) outside it
     cutter: np.ndarray  # (ny, nx) op that last lowered the cell, -1 untouched
     gouge: np.ndarray  # (ny, nx) bool
     segments: int
@@ -213,7 +214,8 @@ def verify(program: Program, mesh: Mesh, stock: Stock, tool: ToolShape,
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise PlanError(f"tolerance must be >= 0 mm, got {tolerance!r}")
     grid = Grid.covering(stock, cell)
-    target = target_surface(mesh, grid, float(stock.lo[2]))
+    floor = max(float(stock.lo[2]), float(mesh.vertices[:, 2].min())) if len(mesh.vertices) else float(stock.lo[2])
+    target = target_surface(mesh, grid, floor)
     height, cutter, path, max_cut = simulate(program, stock, tool, grid, path)
     area = grid.cell * grid.cell
     below = target - height
