@@ -11,9 +11,20 @@ from functools import reduce
 from operator import xor
 from pathlib import Path
 
+import pytest
 import serial
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def need_outside_tool(available: bool, what: str, install: str) -> None:
+    """Skip the calling test module when an outside tool is missing, naming how to install it;
+    under ISMCTL_CI=1 (.ci/run, which installs them all) fail instead, so CI never skips one silently."""
+    if available:
+        return
+    if os.environ.get("ISMCTL_CI"):
+        pytest.fail(f"{what} is required in CI: {install}", pytrace=False)
+    pytest.skip(f"{what} not available: {install}", allow_module_level=True)
 
 
 def checksum(text: str) -> int:

@@ -20,17 +20,12 @@ import json
 import os
 import subprocess
 
-import pytest
 
-from sim_helpers import REPO, Sim
+from sim_helpers import REPO, Sim, need_outside_tool
 
 BCNC_PYTHON = os.environ.get("ISMCTL_BCNC_PYTHON")
 INSTALL = "python -m venv /tmp/bcnc-venv && /tmp/bcnc-venv/bin/pip install bCNC==0.9.16 'numpy<2'"
-if not BCNC_PYTHON:
-    if os.environ.get("ISMCTL_CI"):
-        pytest.fail(f"ISMCTL_BCNC_PYTHON is required in CI ({INSTALL})", pytrace=False)
-    pytest.skip(f"bCNC not configured: {INSTALL}, then set ISMCTL_BCNC_PYTHON=/tmp/bcnc-venv/bin/python",
-                allow_module_level=True)
+need_outside_tool(bool(BCNC_PYTHON), "bCNC", f"{INSTALL}, then set ISMCTL_BCNC_PYTHON=/tmp/bcnc-venv/bin/python")
 
 # The EEPROM the simulator starts from: Bf: in status reports ($10=3), brisker axes,
 # and a G54 offset so that bCNC has to apply the WCO it parsed to get the work position.

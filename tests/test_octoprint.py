@@ -23,14 +23,12 @@ import subprocess
 import pytest
 
 from ismctl.execlog import compare_exec_log
-from sim_helpers import REPO, Sim
+from sim_helpers import REPO, Sim, need_outside_tool
 
 OCTO_PYTHON = os.environ.get("ISMCTL_OCTOPRINT_PYTHON")
 
-pytestmark = pytest.mark.skipif(
-    not OCTO_PYTHON,
-    reason="OctoPrint not configured: python -m venv /tmp/octo && /tmp/octo/bin/pip install "
-           "octoprint, then set ISMCTL_OCTOPRINT_PYTHON=/tmp/octo/bin/python")
+need_outside_tool(bool(OCTO_PYTHON), "OctoPrint", "python -m venv /tmp/octo && /tmp/octo/bin/pip install "
+                  "octoprint==1.11.8, then set ISMCTL_OCTOPRINT_PYTHON=/tmp/octo/bin/python")
 
 HOST_SCRIPT = r'''
 import json, logging, os, sys, threading, time

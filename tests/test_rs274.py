@@ -12,7 +12,6 @@ offending line.  Debian package: linuxcnc-uspace (.ci/run installs it).
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -21,13 +20,11 @@ import numpy as np
 import pytest
 
 from cam_parts import block_with_pocket_and_holes
+from sim_helpers import need_outside_tool
 from ismctl.plan.cam import plan_cam
 
 RS274 = shutil.which("rs274")
-if RS274 is None:
-    if os.environ.get("ISMCTL_CI"):
-        pytest.fail("rs274 (Debian linuxcnc-uspace) is required in CI", pytrace=False)
-    pytest.skip("rs274 not installed (apt-get install linuxcnc-uspace)", allow_module_level=True)
+need_outside_tool(RS274 is not None, "LinuxCNC's rs274", "apt-get install linuxcnc-uspace")
 
 CANON = re.compile(r"^\s*\d+ N\.\.\.\.\. (STRAIGHT_TRAVERSE|STRAIGHT_FEED|ARC_FEED)\((.*)\)$")
 
