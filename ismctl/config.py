@@ -57,6 +57,7 @@ class DeviceConfig:
 
 
 HANDOFF_MODES = ("operator", "auto")
+MAX_TRANSFER_S = 3600.0  # an automatic transfer longer than an hour is a typo, not a conveyor
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> CellConfig:
 
 def _handoff(section: _Section) -> HandoffConfig:
     mode = section.get("mode", str, "operator", check=lambda m: m in HANDOFF_MODES, problem=f"must be one of {', '.join(HANDOFF_MODES)}")
-    transfer_s = section.get("transfer_s", float, 5.0, check=lambda s: 0 <= s <= 3600, problem="must be between 0 and 3600 seconds")
+    transfer_s = section.get("transfer_s", float, 5.0, check=lambda s: 0 <= s <= MAX_TRANSFER_S, problem=f"must be between 0 and {MAX_TRANSFER_S:g} seconds")
     section.done()
     return HandoffConfig(mode, transfer_s)
 

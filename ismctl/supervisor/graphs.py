@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..config import HANDOFF_MODES, MAX_TRANSFER_S
 from ..machines import GRAPH, TERMINAL_JOB_STATES, StateModel
 from ..plan.model import MESH_SUFFIXES
 from .jobs import JobBook, Tracked
@@ -24,8 +25,6 @@ from .store import StepRecord, Store
 
 log = logging.getLogger("ismctl.supervisor.graphs")
 
-HANDOFF_MODES = ("operator", "auto")
-MAX_TRANSFER_S = 3600.0
 STEP_KEYS = {"name", "device", "gcode", "mesh", "cam", "handoff", "transfer_s"}
 
 
