@@ -20,7 +20,7 @@ from ..config import HANDOFF_MODES, MAX_TRANSFER_S
 from ..machines import GRAPH, TERMINAL_JOB_STATES, StateModel
 from ..plan.model import MESH_SUFFIXES
 from .jobs import JobBook, Tracked
-from .planners import NoDevice, pick_device
+from .planners import CAM_CLASS, SLICED_CLASS, NoDevice, pick_device
 from .store import StepRecord, Store
 
 log = logging.getLogger("ismctl.supervisor.graphs")
@@ -127,14 +127,14 @@ def _device_step(where: str, step: dict, arrays, classes: dict[str, str]) -> Ste
     if requested is not None and not isinstance(requested, str):
         raise GraphError(f"{where}.device: must be a device name")
     try:
-        spec.device = pick_device(classes, requested, name, "mill" if spec.cam is not None else None)
+        spec.device = pick_device(classes, requested, name, CAM_CLASS if spec.cam is not None else None)
     except NoDevice as exc:
         raise GraphError(f"{where}.device: {exc}") from None
     found_class = classes[spec.device]
-    if spec.mesh is not None and spec.cam is None and found_class != "printer":
-        raise GraphError(f"{where}.device: {spec.device} is a {found_class}; a mesh without cam settings is sliced for a printer")
-    if spec.cam is not None and found_class != "mill":
-        raise GraphError(f"{where}.device: {spec.device} is a {found_class}; cam settings plan a mill job")
+    if spec.mesh is not None and spec.cam is None and found_class != SLICED_CLASS:
+        raise GraphError(f"{where}.device: {spec.device} is a {found_class}; a mesh without cam settings is sliced for a {SLICED_CLASS}")
+    if spec.cam is not None and found_class != CAM_CLASS:
+        raise GraphError(f"{where}.device: {spec.device} is a {found_class}; cam settings plan a {CAM_CLASS} job")
     return spec
 
 

@@ -21,7 +21,8 @@ from ..program import Program, ProgramError
 # printer (the cell slices it); anything else defaults to a printer too.
 GCODE_SUFFIX_CLASS = {".gcode": "printer", ".gco": "printer", ".g": "printer", ".nc": "mill", ".ngc": "mill", ".tap": "mill"}
 DEFAULT_CLASS = "printer"
-SLICED_CLASS = "printer"  # the class a mesh is sliced for (a mesh with CAM settings is planned for a mill)
+SLICED_CLASS = "printer"  # the class a mesh is sliced for
+CAM_CLASS = "mill"  # the class a mesh with CAM settings is planned for
 
 INPUT_ERRORS: tuple[type[Exception], ...] = (gcode.GcodeError, PlanError, ProgramError)
 
