@@ -445,9 +445,8 @@ class Supervisor:
         from ..plan.cam import plan_cam_from_table
         from ..plan.mesh_io import load_mesh
 
-        mill = self.config.devices[device]
-        tool = {"tool": mill.tool} if mill.tool else {}
-        return plan_cam_from_table(load_mesh(name, data=mesh), table, where, material=mill.material, tooling=mill.tooling, **tool).gcode
+        mill = self.config.devices[device]  # an empty tool (none declared) is plan_cam_from_table's default
+        return plan_cam_from_table(load_mesh(name, data=mesh), table, where, tool=mill.tool, material=mill.material, tooling=mill.tooling).gcode
 
     def on_confirm(self, identity, msg):
         target = self._job(msg)
