@@ -128,12 +128,12 @@ def _run(args, what: str, line: str) -> int:
 
 
 def _wait_for_end(client, job_id: int) -> dict:
-    from .machines import TERMINAL_JOB_STATES
+    from .watch import ended
 
     deadline = time.monotonic() + WAIT_S
     while True:
         job = client.call("job", job=job_id)["job"]
-        if job["state"] in TERMINAL_JOB_STATES or job["state"] == "interrupted" or time.monotonic() > deadline:
+        if ended(job) or time.monotonic() > deadline:
             return job
         time.sleep(0.1)
 

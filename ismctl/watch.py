@@ -15,6 +15,7 @@ from .machines import TERMINAL_JOB_STATES
 
 BAR_WIDTH = 24
 POLL_S = 2.0  # events are lossy at connect time; the job's state is re-read this often
+STOPPED_STATES = TERMINAL_JOB_STATES | {"interrupted"}  # a watch or wait ends here: nothing moves until an operator acts
 TELEMETRY_UNITS = {"hotend": "°C", "bed": "°C", "chamber": "°C", "feed": "mm/min", "spindle": "rpm"}
 NOT_TELEMETRY = frozenset({"kind", "device", "class", "state", "reason", "connected"})
 
@@ -88,9 +89,9 @@ class _Followed:
         return self.labels.get(job, f"job {job}")
 
 
-def _ended(summary: dict) -> bool:
+def ended(summary: dict) -> bool:
     """A job ended, or stopped until an operator resumes it (for a graph: its current step)."""
-    if summary["state"] in TERMINAL_JOB_STATES or summary["state"] == "interrupted":
+    if summary["state"] in STOPPED_STATES:
         return True
     steps = summary.get("steps", ())
     return summary.get("step", 0) < len(steps) and steps[summary["step"]]["state"] == "interrupted"
@@ -123,7 +124,7 @@ def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | 
                     out.write(_where(summary) + "\n")
                 followed.update(summary)
                 state = summary["state"]
-                if _ended(summary):
+                if ended(summary):
                     break
             item = events.next(timeout_s=0.25)
             if item is None:
@@ -146,7 +147,7 @@ def watch_jobs(client: CellClient, job_id: int | None, out=sys.stdout) -> str | 
                 if topic == "job.state" and body.get("state") == "waiting" and body.get("job") == job_id:
                     out.write(f"  -> when the part is in place: ismctl confirm {job_id}\n")
                 out.flush()
-                if topic == "job.state" and body.get("job") == job_id and body.get("state") in TERMINAL_JOB_STATES | {"interrupted"}:
+                if topic == "job.state" and body.get("job") == job_id and body.get("state") in STOPPED_STATES:
                     state = body["state"]
                     break
     finally:
