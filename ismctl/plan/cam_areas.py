@@ -145,10 +145,11 @@ def clip_loop_to_box(loop: np.ndarray, box) -> tuple[bool, list[np.ndarray]]:
         current.append(p + (q - p) * t1)
         if t1 < 1:
             current = None
-    return False, [np.array(piece) for piece in pieces if _polyline_length(piece) > 1e-3]
+    return False, [np.array(piece) for piece in pieces if polyline_length(piece) > 1e-3]
 
 
-def _polyline_length(points) -> float:
+def polyline_length(points) -> float:
+    """Length of an open polyline (0 for fewer than two points)."""
     pts = np.asarray(points)
-    return float(np.sum(np.hypot(*np.diff(pts, axis=0).T)))
+    return float(np.sum(np.hypot(*np.diff(pts, axis=0).T))) if len(pts) > 1 else 0.0
 

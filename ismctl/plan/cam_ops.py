@@ -74,7 +74,7 @@ class Cutter:
             return False
         pieces = cam_areas.clip_paths([np.array([here, point])], area)
         span = float(np.hypot(*(np.asarray(point) - here)))
-        if span > LINK_TOLERANCE and (len(pieces) != 1 or abs(_length(pieces[0]) - span) > LINK_TOLERANCE):
+        if span > LINK_TOLERANCE and (len(pieces) != 1 or abs(cam_areas.polyline_length(pieces[0]) - span) > LINK_TOLERANCE):
             return False
         self.out.feed(point[0], point[1], z, self.feed_rate)
         return True
@@ -191,10 +191,6 @@ class Cutter:
             return int(candidates[0])
         d = np.hypot(*(loop[candidates] - self.xy).T)
         return int(candidates[int(np.argmin(d))])
-
-
-def _length(path: np.ndarray) -> float:
-    return float(np.sum(np.hypot(*np.diff(path, axis=0).T))) if len(path) > 1 else 0.0
 
 
 # ---------------------------------------------------------------------------- operations
