@@ -19,6 +19,7 @@ import re
 
 import numpy as np
 
+from ..gcode import _arc_length as arc_length
 from ..program import Program
 from .cam_paths import block_durations
 from .model import PlanError
@@ -103,15 +104,7 @@ class GcodeWriter:
         """G2/G3 from the current point to (x, y, z) around centre (cx, cy); the start must be known."""
         sx, sy, sz = self.pos
         i, j = _r(cx - sx), _r(cy - sy)
-        ex, ey = _r(x), _r(y)
-        r0 = math.hypot(i, j)
-        a0 = math.atan2(-j, -i)
-        a1 = math.atan2(ey - (sy + j), ex - (sx + i))
-        sweep = (a0 - a1) if clockwise else (a1 - a0)
-        sweep = sweep % (2 * math.pi)
-        if sweep < 1e-9:
-            sweep = 2 * math.pi  # same start and end: a full circle, as G2/G3 with I J means
-        length = math.hypot(r0 * sweep, _r(z) - sz)
+        length = arc_length(sx, sy, _r(x), _r(y), i, j, None, clockwise, _r(z) - sz)  # start = end: a full circle
         self._move("G2" if clockwise else "G3", (x, y, z), feed, f" I{fmt(i)} J{fmt(j)}", length)
 
     def _move(self, code: str, target, feed, extra: str, length: float | None = None) -> None:
