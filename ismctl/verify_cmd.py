@@ -167,7 +167,10 @@ def run(args, progress=None):
     for path, what in ((args.program, "program"), (args.mesh, "mesh")):
         if not path.is_file():
             raise UsageError(f"no such {what} file: {path}")
-    text = args.program.read_text(encoding="ascii", errors="replace")  # the parser names a non-ASCII line
+    try:
+        text = args.program.read_text(encoding="ascii", errors="replace")  # the parser names a non-ASCII line
+    except OSError as exc:  # else cmd_verify's handler would blame the --png file
+        raise UsageError(f"cannot read {args.program}: {exc.strerror or exc}") from None
     tool = resolve_tool(args, text)
     step(STEPS[0], 0)
     program, path = parse_with_path(text, args.program.name, start=args.start)

@@ -102,6 +102,13 @@ def test_usage_errors_exit_2(files, args, needle):
     assert run.returncode == 2 and needle in run.stderr, run.stderr
 
 
+def test_unreadable_program_is_named_not_blamed_on_the_png(files):
+    """Reading /proc/self/mem at offset 0 fails with EIO (a read error even for root, who can read any file mode)."""
+    run = verify("/proc/self/mem", "--mesh", str(files / "part.stl"), "--tool-diameter", "3")
+    assert run.returncode == 2 and "cannot read /proc/self/mem" in run.stderr, run.stderr
+    assert "cannot write" not in run.stderr
+
+
 def test_help_teaches():
     run = subprocess.run([sys.executable, "-m", "ismctl", "verify", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
