@@ -502,14 +502,17 @@ class GrblStreamer(LineLink):
         self.wait_for(lambda: self._welcomes > seen, timeout, "no welcome after the soft reset")
 
     def emergency_stop(self) -> None:
-        """0x18 at once: no lock, no wait (grbl stops its steppers and spindle in its reset)."""
-        with self._cv:
-            self._estop = self._expect_reset = True
-            self._cv.notify_all()
+        """0x18 at once: no lock, no wait (grbl stops its steppers and spindle in its reset).
+
+        The flags are set before the byte goes out, so the reader takes the ALARM:3 and
+        welcome it causes as ours; the lock is only taken afterwards, to wake a stream."""
+        self._estop = self._expect_reset = True
         try:
             self.realtime(RT_RESET)
         except GrblClosed:
             pass  # the link is gone: nothing more can be sent anyway
+        with self._cv:
+            self._cv.notify_all()
 
     def feed_hold(self, spindle_stop: bool = False) -> None:
         """``!`` (and 0x9E, grbl's spindle stop during a hold, restored by ``~``)."""
