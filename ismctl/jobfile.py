@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import HANDOFF_MODES
 from .plan.model import MESH_SUFFIXES
 from .wire import MAX_ARRAYS
 
@@ -118,7 +119,7 @@ def _step(path: Path, where: str, step, devices, arrays: list, meshes: dict) -> 
 
 def _handoff(path: Path, where: str, step: dict) -> dict:
     mode = step["handoff"]
-    if mode not in ("operator", "auto", "default"):
+    if mode not in (*HANDOFF_MODES, "default"):
         raise JobFileError(path, f"{where}.handoff", f"must be \"operator\", \"auto\" or \"default\" (the cell's [handoff] mode), got {mode!r}")
     if "device" in step:
         raise JobFileError(path, f"{where}.device", "a hand-off step names no device (it moves the part between the steps around it)")
