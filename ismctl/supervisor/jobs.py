@@ -61,14 +61,17 @@ class JobBook:
         self.planning: dict[int, Future] = {}
 
     def load(self) -> list[Job]:
-        """Reload every job; those that were running when the supervisor stopped become interrupted."""
+        """Reload every job; those that were running when the supervisor stopped become interrupted (and
+        are returned), those it had not planned yet fail (their planning died with it)."""
         interrupted = []
         for record in self.store.jobs():
             job = Job(record, StateModel(JOB, initial=record.state))
             self.jobs[record.id] = job
-            if job.state in ("running", "paused", "planning", "queued"):
-                self.transition(job, "interrupt" if job.state in ("running", "paused") else "fail", "supervisor stopped while the job was " + job.state)
+            if job.state in ("running", "paused"):
+                self.transition(job, "interrupt", "supervisor stopped while the job was " + job.state)
                 interrupted.append(job)
+            elif job.state in ("planning", "queued"):
+                self.transition(job, "fail", "supervisor stopped while the job was " + job.state)
             if job.state in ("ready", "held", "interrupted"):
                 self._plan(job, self.store.source(job.id), save=False)  # loaded again for a later start or resume
         return interrupted
