@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .rows import copy_items, copy_rows
+
 _EMPTY = -1
 WELD_CHUNK_ROWS = 1 << 16  # rows a Welder takes at a time: a few MB of scratch, however big the mesh
 _FAN = 32  # a vertex group longer than this is sorted with argsort, not by insertion
@@ -64,12 +66,9 @@ def _weld_rows(bits, table, unique, n_unique, index):
             continue
         if n_unique == unique.shape[0]:
             grown = np.empty((2 * n_unique + 16, 3), unique.dtype)
-            for r in range(n_unique):  # element by element: a slice copy brings Numba's shape-error code
-                for c in range(3):
-                    grown[r, c] = unique[r, c]
+            copy_rows(grown, 0, unique, 0, n_unique)
             unique = grown
-        for c in range(3):
-            unique[n_unique, c] = bits[i, c]
+        copy_rows(unique, n_unique, bits, i, 1)
         table[slot] = n_unique
         index[i] = n_unique
         n_unique += 1
@@ -198,8 +197,7 @@ def _half_edges_by_vertex(faces, n_vertices):
             for t in range(g0, g1):
                 others[t - g0] = _high_end(faces, half_edges[t])
             by_high_end = half_edges[g0:g1][np.argsort(others, kind="mergesort")]
-            for t in range(g0, g1):
-                half_edges[t] = by_high_end[t - g0]
+            copy_items(half_edges, g0, by_high_end, 0, g1 - g0)
             continue
         for t in range(g0 + 1, g1):
             he = half_edges[t]
