@@ -195,7 +195,6 @@ class MillDevice(StreamingDevice):
         streamer.close()
 
 
-
 def _telemetry(status: dict) -> dict:
     """A status report as telemetry; ``firmware_state`` is grbl's own word (Run, Hold:0, Alarm...)."""
     state = status["state"] + (f":{status['substate']}" if status.get("substate") is not None else "")

@@ -155,7 +155,6 @@ class PrinterDevice(StreamingDevice):
         streamer.close()
 
 
-
 def main(argv: list[str] | None = None) -> int:
     ap = driver_arguments("python -m drivers.printer", __doc__, baud=250000)
     ap.add_argument("--window", type=int, default=4, help="lines in flight (Marlin's BUFSIZE is 4)")
