@@ -266,6 +266,8 @@ def test_stock_spec_and_errors(block):
         plan_cam(block, tool="flat-33")
     with pytest.raises(PlanError, match="stepovr: unknown setting"):
         plan_cam(block, stepovr=1.0)
+    with pytest.raises(PlanError, match="'facing' is not one of"):
+        plan_cam(block, operations=("face", "facing"))
     result = plan_cam(block, stock=Stock(40, 30, 12), operations=("face",))
     assert result.stock.tolist() == [[0, 0, -12], [40, 30, 0]]
     assert result.offset[2] == pytest.approx(-0.5 - HEIGHT)

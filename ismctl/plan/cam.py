@@ -151,13 +151,13 @@ def plan_cam(mesh, stock=None, tool: str = "flat-3", material: str = "PLA", oper
              progress=None, **options) -> CamResult:
     """Plan machining ``mesh`` out of ``stock`` (a Stock, (W, D, H), a margin in mm, or None for the
     settings' margin); ``options`` override ``settings`` fields by name.  See the module docstring."""
-    settings = (settings or CamSettings()).replace(**options)
+    settings = (settings or CamSettings()).replace(operations=operations, **options)  # checks the names
     step = progress or (lambda name, index: None)
     notes: list[str] = []
     step("load", 0)
     tooling = tooling if isinstance(tooling, Tooling) else load_tooling(tooling)
     t, m, f = _tool_and_feeds(tooling, tool, material, settings, notes)
-    ops = _operations(operations if operations is not None else settings.operations, t, notes)
+    ops = _operations(settings.operations, t, notes)
     part, repairs = _mesh(mesh)
     part, box, offset = _placement(part, stock, settings)
     doc = min(settings.depth_of_cut or m.depth_of_cut * t.diameter, t.flute_length)
