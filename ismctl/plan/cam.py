@@ -270,10 +270,10 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
         pieces = cam_areas.islands(free)
         outer = max(pieces, key=lambda piece: cam_areas.signed_area(piece[0]))
         removed += cam_areas.area_mm2(cam_areas.boolean("difference", stock_rect, keep)) * (z_above - z)
+        rings = cam_ops.outer_rings(keep, clearance, stepover, reach_box)  # the last is the profile
         if "pocket" in ops:
             before = len(c.out.lines)
             c.out.comment(f"pocket z {z:.3f}")
-            rings = cam_ops.outer_rings(keep, clearance, stepover, reach_box)
             for ring in rings[:-1] if "profile" in ops else rings:
                 for loop in ring:  # only where the tool can touch the stock: the rest of a ring is air
                     whole, parts = cam_areas.clip_loop_to_box(cam_ops.directed(loop, settings.climb), reach_box)
@@ -293,7 +293,7 @@ def _cut_levels(c: cam_ops.Cutter, ops, levels, keeps, box, stepover: float, mat
             # and a contour that differs from the level above's is cut down from the top, level by level.
             cleared = "pocket" in ops or (previous_forbidden is not None and _same(previous_forbidden, forbidden))
             passes = [(z, z_above)] if cleared else list(zip(levels[:k + 1], [material_top, *levels[:k]]))
-            for loop in cam_ops.outer_rings(keep, clearance, stepover, reach_box)[-1]:
+            for loop in rings[-1]:
                 for depth, entry in passes:
                     c.cut_loop(cam_ops.directed(loop, settings.climb), depth, outer if "pocket" in ops else [], entry)
             counts["profile"] = counts.get("profile", 0) + len(c.out.lines) - before
