@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,22 @@ class StepRecord:
     reason: str
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection):
+    """One transaction: committed when the block ends, rolled back when it raises.
+
+    ``with db:`` is not that on these connections: in autocommit mode
+    (isolation_level=None) it opens no transaction, so every statement commits alone.
+    IMMEDIATE takes the write lock at once (waiting out the planner thread's writes)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, timeout=30.0)  # the planner thread writes too
     db.execute("PRAGMA synchronous=NORMAL")
@@ -136,7 +153,7 @@ class Store:
         self.db.close()
 
     def add_job(self, name: str, device: str, n_ops: int, state: str, reason: str = "") -> int:
-        with self.db:
+        with _transaction(self.db):
             return self._add_job(name, device, n_ops, state, reason)
 
     def _add_job(self, name: str, device: str, n_ops: int, state: str, reason: str = "", kind: str = "job") -> int:
@@ -153,7 +170,7 @@ class Store:
 
         ``steps``: dicts of StepRecord fields (without graph_id, idx, job_id).
         """
-        with self.db:
+        with _transaction(self.db):
             graph_id = self._add_job(name, "", 0, state, kind="graph")
             for idx, step in enumerate(steps):
                 job_id = self._add_job(step["label"], step["device"], 0, "queued") if step["kind"] == "device" else None
@@ -169,13 +186,13 @@ class Store:
 
     def set_step(self, graph_id: int, idx: int, state: str, reason: str = "") -> None:
         """A hand-off step's state; the graph's event log records the change."""
-        with self.db:
+        with _transaction(self.db):
             self.db.execute("UPDATE graph_steps SET state=?, reason=? WHERE graph_id=? AND idx=?", (state, reason, graph_id, idx))
             self._event(graph_id, f"step.{state}", {"index": idx, "reason": reason})
 
     def set_state(self, job_id: int, state: str, reason: str = "", **fields) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
-        with self.db:
+        with _transaction(self.db):
             self.db.execute(
                 f"UPDATE jobs SET state=?, reason=?, updated=?{', ' + sets if sets else ''} WHERE id=?",
                 (state, reason, time.time(), *fields.values(), job_id),
@@ -191,7 +208,7 @@ class Store:
         self.db.execute("UPDATE jobs SET confirmed_op=?, updated=? WHERE id=? AND confirmed_op<?", (confirmed_op, time.time(), job_id, confirmed_op))
 
     def event(self, job_id: int, kind: str, detail: dict) -> None:
-        with self.db:
+        with _transaction(self.db):
             self._event(job_id, kind, detail)
 
     def _event(self, job_id: int, kind: str, detail: dict) -> None:
@@ -208,7 +225,7 @@ class Store:
     def flush_audit(self) -> None:
         if self._audit_rows:
             rows, self._audit_rows = self._audit_rows, []
-            with self.db:
+            with _transaction(self.db):
                 self.db.executemany("INSERT INTO audit (ts, src, msg_id, type, result, error) VALUES (?,?,?,?,?,?)", rows)
 
     def job(self, job_id: int) -> JobRecord | None:
@@ -223,7 +240,7 @@ class Store:
         """Write a job's program text on a connection of its own: callable from the planner thread."""
         db = _connect(self.path)
         try:
-            with db:
+            with _transaction(db):
                 db.execute("INSERT OR REPLACE INTO job_sources (job_id, source) VALUES (?, ?)", (job_id, source))
         finally:
             db.close()
