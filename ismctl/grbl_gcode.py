@@ -85,6 +85,9 @@ _SETTING_NUMBERS = frozenset({0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 20, 21, 22, 2
 _MAX_LINE_NUMBER = 9999999
 _MAX_TOOL = 255
 _ARC_TOLERANCE_MM = 0.002  # grbl's $12 default: chord error when flattening arcs
+# Chords per flattened arc at most: only an arc hundreds of km in radius needs more at 2 µm
+# (where acos(1 - tolerance / radius) rounds to 0 the count would be infinite).
+_MAX_ARC_CHORDS = 1_000_000
 
 # G codes (value * 10) by modal group, as grbl 1.1's gcode.c knows them.
 _G_GROUP = {}
@@ -617,7 +620,7 @@ def _arc_points(row: np.ndarray, tolerance: float) -> np.ndarray:
     cu, cv, sweep = row[10], row[11], row[12]
     radius = math.hypot(start[a] - cu, start[b] - cv)
     step = 2 * math.acos(max(-1.0, 1 - tolerance / radius)) if radius > tolerance else math.pi / 2
-    n = max(1, math.ceil(abs(sweep) / step))
+    n = max(1, math.ceil(abs(sweep) / max(step, abs(sweep) / _MAX_ARC_CHORDS)))
     t = np.linspace(0.0, 1.0, n + 1)
     angle0 = math.atan2(start[b] - cv, start[a] - cu)
     angles = angle0 + sweep * t

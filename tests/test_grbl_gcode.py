@@ -89,6 +89,15 @@ def test_moves_chord_tolerance_and_unknown_ends():
     assert np.array_equal(path.start, again.start) and np.array_equal(path.rapid, again.rapid)
 
 
+def test_huge_arcs_flatten_into_a_bounded_number_of_chords():
+    """A full circle of radius 1e14 mm (a 17-character I word grbl takes) once made the chord count
+    infinite (OverflowError out of ``ismctl verify``); the count is capped, the points stay on the circle."""
+    m = moves(parse("G2 X0 Y0 I100000000000000 F100", start=ORIGIN))
+    assert 1000 < len(m) <= 1_000_001
+    assert np.isfinite(m.end).all()
+    assert np.hypot(m.end[:, 0] - 1e14, m.end[:, 1]) == pytest.approx(1e14, rel=1e-9)
+
+
 def test_program_travels_the_wire_with_its_path():
     p = parse("G0 X10 Y0 Z1\nG2 X10 Y0 I-10 J0 F600\nG0 X20\n", "arc", limits={110: 900}, start=ORIGIN)
     body, arrays = p.to_wire()
