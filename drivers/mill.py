@@ -94,8 +94,7 @@ class MillDevice(StreamingDevice):
         runtime = self.runtime
         streamer = self.streamer
         if kind == "progress":
-            if self._progress is not None:
-                self._progress(data["op"])
+            self._report_progress(data["op"])
         elif kind == "status":
             now = time.monotonic()
             if now - self._last_telemetry >= TELEMETRY_PERIOD_S:

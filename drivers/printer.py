@@ -57,8 +57,7 @@ class PrinterDevice(StreamingDevice):
         """Called on the streamer's reader thread: translate, queue, return."""
         runtime = self.runtime
         if kind == "progress":
-            if self._progress is not None:
-                self._progress(data["op"])
+            self._report_progress(data["op"])
             if runtime.machine.state == "heating":
                 runtime.set_state("run")
         elif kind == "busy":

@@ -100,9 +100,16 @@ class StreamingDevice:
     streamer = None
     control = None
     runtime: "DriverRuntime | None" = None
+    _progress = None  # run_job's report(op) while a job streams
 
     def attach(self, runtime: "DriverRuntime") -> None:
         self.runtime = runtime
+
+    def _report_progress(self, op: int) -> None:
+        """On the reader thread: take ``_progress`` once, since run_job clears it on its own thread."""
+        report = self._progress
+        if report is not None:
+            report(op)
 
     def cancel(self) -> None:
         if self.control is not None:
