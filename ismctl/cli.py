@@ -196,9 +196,7 @@ def cmd_submit(args) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"ismctl: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = _client(args)
-    client.call("ping")  # fail fast when no supervisor runs; slicing or planning a long file may then take a while
-    client.timeout_s = max(args.timeout, PLANNING_WAIT_S)
+    client = _planning_client(args)
     body = {"name": args.name or args.file.name}
     if args.device:
         body["device"] = args.device
@@ -210,6 +208,15 @@ def cmd_submit(args) -> int:
         reply = client.call("submit", gcode=content, **body)
     _show(args, reply, lambda r: print(f"job {r['job']} queued on {r['device']}: {r['n_ops']} ops, estimated {_fmt_s(r['estimated_s'])} of work"))
     return _follow(args, client, reply["job"])
+
+
+def _planning_client(args):
+    """A client for a submit, whose answer waits for the cell to plan: fail fast when no supervisor
+    runs, then wait as long as slicing or planning a long file may take."""
+    client = _client(args)
+    client.call("ping")
+    client.timeout_s = max(args.timeout, PLANNING_WAIT_S)
+    return client
 
 
 def _follow(args, client, job: int) -> int:
@@ -233,9 +240,7 @@ def _submit_job_file(args) -> int:
     except jobfile.JobFileError as exc:
         print(f"ismctl submit: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = _client(args)
-    client.call("ping")
-    client.timeout_s = max(args.timeout, PLANNING_WAIT_S)
+    client = _planning_client(args)
     try:
         reply = client.call("submit_graph", arrays=job.arrays, name=args.name or job.name, steps=job.steps)
     except CommandFailed as exc:
