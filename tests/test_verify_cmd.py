@@ -102,6 +102,14 @@ def test_usage_errors_exit_2(files, args, needle):
     assert run.returncode == 2 and needle in run.stderr, run.stderr
 
 
+def test_png_is_written_whatever_its_name_ends_in(files):
+    out = files / "heights.map"  # PIL picks a format by suffix and knows no ".map": a traceback before
+    run = verify(str(files / "good.nc"), "--mesh", str(files / "part.stl"), "--stock", STOCK_ARG,
+                 "--tool", "flat-6", "--png", str(out), "--start", "0,0,5", "--grid", "0.5")
+    assert run.returncode == 0, run.stderr
+    assert Image.open(out).format == "PNG"
+
+
 def test_unreadable_program_is_named_not_blamed_on_the_png(files):
     """Reading /proc/self/mem at offset 0 fails with EIO (a read error even for root, who can read any file mode)."""
     run = verify("/proc/self/mem", "--mesh", str(files / "part.stl"), "--tool-diameter", "3")

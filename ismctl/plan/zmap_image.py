@@ -63,5 +63,5 @@ def render(report: ZmapReport, out: Path, size: int = 800) -> Path:
               (GOUGE_RGB, f"gouge > {report.tolerance:g} mm")]
     draw_bands(draw, size, band, font, title, legend)
     out = Path(out)
-    image.save(out)
+    image.save(out, format="PNG")  # whatever the name ends in: PIL would refuse an unknown suffix
     return out
