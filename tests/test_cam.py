@@ -280,8 +280,10 @@ def test_settings_from_a_toml_table():
     assert s.max_rate == (1000.0, 1000.0, 300.0)
     with pytest.raises(PlanError, match=r"\[cam\]: stepp: unknown key"):
         CamSettings.from_table({"stepp": 1})
-    with pytest.raises(PlanError, match=r"\[cam\]: ramp_angle: must be > 0"):
+    with pytest.raises(PlanError, match=r"\[cam\]: ramp_angle: must be >= 0.5"):
         CamSettings.from_table({"ramp_angle": -1})
+    with pytest.raises(PlanError, match=r"\[cam\]: depth_of_cut: must be >= 0.01 .* got 1e-05"):
+        CamSettings.from_table({"depth_of_cut": 0.00001})  # would plan for hours, not be refused
     with pytest.raises(PlanError, match=r"\[cam\]: operations: 'mill' is not one of"):
         CamSettings.from_table({"operations": ["mill"]})
 

@@ -60,7 +60,7 @@ def test_cam_takes_the_cell_mills_tool(part, tmp_path, capsys):
     (["--stock", "40x30"], 2, "give W,D,H or WxDxH"),
     (["--stock", "10x10x10"], 1, "too small: the part needs 30.000 mm in X"),
     (["--tool", "drill-3", "--ops", "profile"], 1, "is a drill"),
-    (["--ramp-angle", "60"], 2, "ramp_angle: must be > 0 and <= 30"),
+    (["--ramp-angle", "60"], 2, "ramp_angle: must be >= 0.5 and <= 30"),
 ])
 def test_bad_input_is_named(part, tmp_path, capsys, args, code, message):
     assert main(["cam", str(part), "-o", str(tmp_path / "x.nc"), *args]) == code

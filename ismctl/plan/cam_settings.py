@@ -53,10 +53,12 @@ class CamSettings:
                                 f"{', '.join(OPERATIONS)}")
         for name in ("margin", "facing_allowance", "finish_allowance"):
             _check(name, getattr(self, name), 0.0, 1000.0, inclusive=True)
-        for name in ("depth_of_cut", "stepover", "helix_diameter", "peck_depth"):
+        # Floors, not just > 0: a pass count or ramp length grows as 1/value, and a
+        # micron-sized step would plan for hours instead of being refused.
+        for name, least in (("depth_of_cut", 0.01), ("stepover", 0.01), ("helix_diameter", 0.1), ("peck_depth", 0.01)):
             if getattr(self, name) is not None:
-                _check(name, getattr(self, name), 0.0, 1000.0)
-        _check("ramp_angle", self.ramp_angle, 0.0, 30.0)
+                _check(name, getattr(self, name), least, 1000.0, inclusive=True)
+        _check("ramp_angle", self.ramp_angle, 0.5, 30.0, inclusive=True)
         _check("safe_z", self.safe_z, 0.0, 200.0)
         _check("spindle_max_rpm", self.spindle_max_rpm, 0.0, 200000.0)
         if self.pocket_style not in POCKET_STYLES:
