@@ -6,7 +6,7 @@ import numpy as np
 import pyclipper
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
-from shapely.geometry import LinearRing, LineString, MultiLineString, MultiPolygon, Polygon
+from shapely.geometry import LinearRing, LineString, MultiLineString, MultiPolygon, Point, Polygon
 
 from ismctl.plan.fdm_settings import SliceSettings
 from ismctl.plan.model import LayerStack, PlanError
@@ -16,6 +16,7 @@ from ismctl.plan.regions import (
     _corner_too_close,
     _loop_boxes,
     build_regions,
+    clipper_raw_offset,
     combine_loops,
     convex_hull,
     loop_areas,
@@ -466,6 +467,58 @@ def test_offset_kernel_matches_clipper_on_random_stars(radii, delta, round_joins
     if ok:
         join = pyclipper.JT_ROUND if round_joins else pyclipper.JT_MITER
         same_area(unpacked(got, got_start), clipper_offset(loops, delta, join), shape(loops).length)
+
+
+def raw_offset_union(loops, delta, round_joins):
+    """The offset area as regions builds it when the Numba offset declines: raw loops, then a positive union."""
+    points, start = packed(loops)
+    raw, raw_start, ok = clipper_raw_offset(points, start, delta * SCALE, round_joins, 2.0, 0.001 * SCALE)
+    assert ok
+    c = pyclipper.Pyclipper()
+    c.AddPaths([raw[a:b].tolist() for a, b in zip(raw_start[:-1], raw_start[1:])], pyclipper.PT_SUBJECT, True)
+    return [np.array(p) / SCALE for p in c.Execute(pyclipper.CT_UNION, pyclipper.PFT_POSITIVE, pyclipper.PFT_POSITIVE)]
+
+
+def jagged_circle(r=10.0, n=400, amplitude=0.008, seed=3):
+    """A circle whose radius wanders: small turns both ways at every vertex, like a height-map part's section."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    radius = r + np.random.default_rng(seed).uniform(-amplitude, amplitude, n)
+    return np.c_[radius * np.cos(t), radius * np.sin(t)]
+
+
+@pytest.mark.parametrize("name", [*OFFSET_CASES, "narrow"])
+@pytest.mark.parametrize("delta", [-0.45, -0.05, 0.225, 1.5])
+@pytest.mark.parametrize("join", [pyclipper.JT_ROUND, pyclipper.JT_MITER])
+def test_raw_offset_union_matches_clipper(name, delta, join):
+    loops = {**OFFSET_CASES, "narrow": [square(0, 0, 20, 0.6)]}[name]
+    got = raw_offset_union(loops, delta, join == pyclipper.JT_ROUND)
+    same_area(got, clipper_offset(loops, delta, join), shape(loops).length)
+
+
+JAGGED = {"jagged": [jagged_circle()], "jagged_ring": [jagged_circle(), jagged_circle(6.0, 240, seed=4)[::-1].copy()]}
+
+
+@pytest.mark.parametrize("name", JAGGED)
+@pytest.mark.parametrize("delta", [-0.45, -0.05, 0.225, 1.5])
+def test_almost_straight_corners_get_one_point_within_the_arc_tolerance(name, delta):
+    """Clipper 6 puts two points at every small convex turn; one miter point stays within 0.001 mm of the arc."""
+    loops = JAGGED[name]
+    got = raw_offset_union(loops, delta, True)
+    fewer = 0.8 if abs(delta) <= 0.45 else 1.0  # the turn a miter point may take shrinks as the offset grows
+    assert sum(map(len, got)) < fewer * sum(map(len, clipper_offset(loops, delta, pyclipper.JT_ROUND)))
+    exact = shape(loops).buffer(delta, quad_segs=256)
+    assert max(exact.boundary.distance(Point(v)) for v in np.concatenate(got)) <= 0.001 + 2e-5
+    assert shape(got).symmetric_difference(exact).area <= 0.001 * exact.length
+    assert sorted(LinearRing(p).is_ccw for p in got) == sorted(LinearRing(p).is_ccw for p in loops)
+
+
+@hyp_settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(1.0, 12.0), min_size=5, max_size=40), st.floats(-1.0, 1.0).filter(lambda d: abs(d) > 0.01),
+       st.booleans(), st.booleans())
+def test_raw_offset_union_matches_clipper_on_random_stars(radii, delta, round_joins, with_hole):
+    loops = [star(radii)] + ([circle(0.5, 30, cw=True)] if with_hole and min(radii) > 2 else [])
+    join = pyclipper.JT_ROUND if round_joins else pyclipper.JT_MITER
+    same_area(raw_offset_union(loops, delta, round_joins), clipper_offset(loops, delta, join), shape(loops).length)
 
 
 def test_a_ring_thinner_than_a_bead_gets_one_wall_inside_it():

@@ -26,6 +26,8 @@ exact outward offset, no spikes at sharp corners.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 
 import numpy as np
@@ -200,6 +202,90 @@ def _overlapping(normals, a, b, delta):
 
 
 @njit(cache=True, nogil=True)
+def _arc_steps(delta, arc_tolerance):
+    """Clipper's round-join stepping for this offset, and the almost-straight limit.
+
+    Returns (steps per radian, step sine, step cosine, limit): a convex turn
+    with 1 + cos(turn) >= limit gets its miter point, which then lies within
+    the arc tolerance of the exact arc (Clipper2's rule for almost straight
+    corners; Clipper 6 puts two points there, doubling a jagged outline's
+    points with every offset).
+    """
+    y = abs(delta) * 0.25 if arc_tolerance > abs(delta) * 0.25 else arc_tolerance
+    steps_per_circle = math.pi / math.acos(1.0 - y / abs(delta))
+    steps_per_circle = min(steps_per_circle, abs(delta) * math.pi)
+    step_sin, step_cos = math.sin(2 * math.pi / steps_per_circle), math.cos(2 * math.pi / steps_per_circle)
+    if delta < 0.0:
+        step_sin = -step_sin
+    return steps_per_circle / (2 * math.pi), step_sin, step_cos, 2.0 / (1.0 + y / abs(delta)) ** 2
+
+
+@njit(cache=True, nogil=True)
+def _room(out, n_out, extra):
+    """``out`` with room for ``extra`` more rows after the first ``n_out``."""
+    if n_out + extra < out.shape[0]:
+        return out
+    grown = np.empty((2 * out.shape[0] + extra + 8, 2), np.int64)
+    copy_rows(grown, 0, out, 0, n_out)
+    return grown
+
+
+@njit(cache=True, nogil=True)
+def _convex_join(out, n_out, px, py, nkx, nky, njx, njy, sin_a, cos_a, delta, round_join, miter_r, arc):
+    """Write the join at a vertex the offset turns away from (Clipper's round, miter or square); return n_out."""
+    steps_per_rad, step_sin, step_cos, almost_straight = arc
+    r = 1.0 + cos_a
+    if r >= (almost_straight if round_join else miter_r):  # the miter point
+        q = delta / r
+        out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
+        return n_out + 1
+    if round_join:
+        a = math.atan2(max(-1.0, min(1.0, sin_a)), cos_a)
+        steps = max(int(_clipper_round(steps_per_rad * abs(a))), 1)
+        x, yy = nkx, nky
+        for _ in range(steps):
+            out[n_out, 0], out[n_out, 1] = _clipper_round(px + x * delta), _clipper_round(py + yy * delta)
+            n_out += 1
+            x, yy = x * step_cos - step_sin * yy, x * step_sin + yy * step_cos
+        out[n_out, 0], out[n_out, 1] = _clipper_round(px + njx * delta), _clipper_round(py + njy * delta)
+        return n_out + 1
+    # square: Clipper's DoSquare
+    dx = math.tan(math.atan2(max(-1.0, min(1.0, sin_a)), cos_a) / 4)
+    out[n_out, 0] = _clipper_round(px + delta * (nkx - nky * dx))
+    out[n_out, 1] = _clipper_round(py + delta * (nky + nkx * dx))
+    out[n_out + 1, 0] = _clipper_round(px + delta * (njx + njy * dx))
+    out[n_out + 1, 1] = _clipper_round(py + delta * (njy - njx * dx))
+    return n_out + 2
+
+
+@njit(cache=True, nogil=True)
+def _edge_normals(points, s, e, normals, offsets):
+    """Unit outward normals and line offsets (n . x = c) of a loop's edges; False on a zero-length edge."""
+    for i in range(s, e):
+        j = i + 1 if i + 1 < e else s
+        dx, dy = float(points[j, 0] - points[i, 0]), float(points[j, 1] - points[i, 1])
+        length = math.hypot(dx, dy)
+        if length == 0.0:
+            return False
+        normals[i, 0], normals[i, 1] = dy / length, -dx / length
+        offsets[i] = normals[i, 0] * points[i, 0] + normals[i, 1] * points[i, 1]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _drop_repeats(out, loop_first, n_out):
+    """Rounding can repeat a point: drop repeats within the loop from ``loop_first``; return its new end."""
+    m = loop_first
+    for i in range(loop_first, n_out):
+        if m == loop_first or out[i, 0] != out[m - 1, 0] or out[i, 1] != out[m - 1, 1]:
+            copy_rows(out, m, out, i, 1)
+            m += 1
+    while m - loop_first > 1 and out[m - 1, 0] == out[loop_first, 0] and out[m - 1, 1] == out[loop_first, 1]:
+        m -= 1
+    return m
+
+
+@njit(cache=True, nogil=True)
 def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance, guard, guard_start, guard_distance):
     """Every loop moved by ``delta`` (Clipper units, > 0 outwards) with Clipper's joins, rounded to integers.
 
@@ -212,13 +298,7 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
     A miter or square corner that would come closer than ``guard_distance``
     (when > 0) to the ``guard`` loops' edges is made round instead.
     """
-    y = abs(delta) * 0.25 if arc_tolerance > abs(delta) * 0.25 else arc_tolerance
-    steps_per_circle = math.pi / math.acos(1.0 - y / abs(delta))
-    steps_per_circle = min(steps_per_circle, abs(delta) * math.pi)
-    step_sin, step_cos = math.sin(2 * math.pi / steps_per_circle), math.cos(2 * math.pi / steps_per_circle)
-    steps_per_rad = steps_per_circle / (2 * math.pi)
-    if delta < 0.0:
-        step_sin = -step_sin
+    arc = _arc_steps(delta, arc_tolerance)
     miter_r = 2.0 / (miter_limit * miter_limit)
     n_points = points.shape[0]
     out = np.empty((2 * n_points + 16, 2), np.int64)
@@ -231,14 +311,10 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
     n_out = n_loops = 0
     for loop in range(loop_start.shape[0] - 1):
         s, e = loop_start[loop], loop_start[loop + 1]
+        if not _edge_normals(points, s, e, normals, offsets):
+            return out[:0], out_start, False
         for i in range(s, e):
             j = i + 1 if i + 1 < e else s
-            dx, dy = float(points[j, 0] - points[i, 0]), float(points[j, 1] - points[i, 1])
-            length = math.hypot(dx, dy)
-            if length == 0.0:
-                return out[:0], out_start, False
-            normals[i, 0], normals[i, 1] = dy / length, -dx / length
-            offsets[i] = normals[i, 0] * points[i, 0] + normals[i, 1] * points[i, 1]
             nxt[i], prv[j] = j, i
         n_left = _collapse_edges(points, s, e, normals, offsets, delta, nxt, prv)
         if n_left < 0:
@@ -257,10 +333,7 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
             px, py = float(points[j, 0]), float(points[j, 1])
             sin_a = nkx * njy - njx * nky
             cos_a = nkx * njx + nky * njy
-            if n_out + 4 + int(steps_per_circle) >= out.shape[0]:
-                grown = np.empty((2 * out.shape[0] + int(steps_per_circle) + 8, 2), np.int64)
-                copy_rows(grown, 0, out, 0, n_out)
-                out = grown
+            out = _room(out, n_out, 4 + int(2 * math.pi * arc[0]))
             first_of_vertex = n_out
             if _next_point(k, s, e) != j:  # dropped edges between: the lines meet (an overlapping corner)
                 x, yy = _line_meet(normals, offsets, k, j, delta)
@@ -276,31 +349,12 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
                 q = delta / r
                 out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
                 n_out += 1
-            elif round_joins or (guard_distance > 0.0 and _corner_too_close(
-                    px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_boxes,
-                    guard_distance)):
-                a = math.atan2(max(-1.0, min(1.0, sin_a)), cos_a)
-                steps = max(int(_clipper_round(steps_per_rad * abs(a))), 1)
-                x, yy = nkx, nky
-                for _ in range(steps):
-                    out[n_out, 0], out[n_out, 1] = _clipper_round(px + x * delta), _clipper_round(py + yy * delta)
-                    n_out += 1
-                    x, yy = x * step_cos - step_sin * yy, x * step_sin + yy * step_cos
-                out[n_out, 0], out[n_out, 1] = _clipper_round(px + njx * delta), _clipper_round(py + njy * delta)
-                n_out += 1
             else:
-                r = 1.0 + cos_a
-                if r >= miter_r:
-                    q = delta / r
-                    out[n_out, 0], out[n_out, 1] = _clipper_round(px + (nkx + njx) * q), _clipper_round(py + (nky + njy) * q)
-                    n_out += 1
-                else:  # square: Clipper's DoSquare
-                    dx = math.tan(math.atan2(max(-1.0, min(1.0, sin_a)), cos_a) / 4)
-                    out[n_out, 0] = _clipper_round(px + delta * (nkx - nky * dx))
-                    out[n_out, 1] = _clipper_round(py + delta * (nky + nkx * dx))
-                    out[n_out + 1, 0] = _clipper_round(px + delta * (njx + njy * dx))
-                    out[n_out + 1, 1] = _clipper_round(py + delta * (njy - njx * dx))
-                    n_out += 2
+                round_join = round_joins or (guard_distance > 0.0 and _corner_too_close(
+                    px, py, nkx, nky, njx, njy, delta, miter_r, arc_tolerance, guard, guard_start, guard_boxes,
+                    guard_distance))
+                n_out = _convex_join(out, n_out, px, py, nkx, nky, njx, njy, sin_a, cos_a, delta, round_join,
+                                     miter_r, arc)
             if last_of_previous >= 0 and not _same_direction(out, last_of_previous, first_of_vertex, points, k,
                                                              _next_point(k, s, e)):
                 return out[:0], out_start, False
@@ -310,17 +364,59 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
         k = prv[first_edge]
         if not _same_direction(out, last_of_previous, loop_first, points, k, _next_point(k, s, e)):
             return out[:0], out_start, False
-        # rounding can repeat a point: drop repeats (a loop left with < 3 points fails the check)
-        m = loop_first
-        for i in range(loop_first, n_out):
-            if m == loop_first or out[i, 0] != out[m - 1, 0] or out[i, 1] != out[m - 1, 1]:
-                copy_rows(out, m, out, i, 1)
-                m += 1
-        while m - loop_first > 1 and out[m - 1, 0] == out[loop_first, 0] and out[m - 1, 1] == out[loop_first, 1]:
-            m -= 1
-        if m - loop_first < 3:
+        n_out = _drop_repeats(out, loop_first, n_out)
+        if n_out - loop_first < 3:
             return out[:0], out_start, False
-        n_out = m
+        n_loops += 1
+        out_start[n_loops] = n_out
+    return out[:n_out], out_start[:n_loops + 1], True
+
+
+@njit(cache=True, nogil=True)
+def clipper_raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_tolerance):
+    """Clipper's raw offset loops, for a union with positive winding to turn into the offset area.
+
+    Where neighbouring offset edges overlap the loop runs through the source
+    vertex (the little reversed loop winds 0 or less and the union drops it),
+    so this is valid whatever the loops do; joins elsewhere as in
+    ``raw_offset``, almost straight corners included.  ``ok`` is False only
+    for a zero-length source edge.
+    """
+    arc = _arc_steps(delta, arc_tolerance)
+    miter_r = 2.0 / (miter_limit * miter_limit)
+    n_points = points.shape[0]
+    out = np.empty((3 * n_points + 16, 2), np.int64)
+    out_start = np.zeros(loop_start.shape[0], np.int64)
+    normals = np.empty((n_points, 2), np.float64)
+    offsets = np.empty(n_points, np.float64)
+    n_out = n_loops = 0
+    for loop in range(loop_start.shape[0] - 1):
+        s, e = loop_start[loop], loop_start[loop + 1]
+        if not _edge_normals(points, s, e, normals, offsets):
+            return out[:0], out_start, False
+        loop_first = n_out
+        for j in range(s, e):
+            k = j - 1 if j > s else e - 1
+            nkx, nky, njx, njy = normals[k, 0], normals[k, 1], normals[j, 0], normals[j, 1]
+            px, py = float(points[j, 0]), float(points[j, 1])
+            sin_a = nkx * njy - njx * nky
+            cos_a = nkx * njx + nky * njy
+            out = _room(out, n_out, 4 + int(2 * math.pi * arc[0]))
+            if abs(sin_a * delta) < 1.0 and cos_a > 0.0:  # collinear: one point
+                out[n_out, 0], out[n_out, 1] = _clipper_round(px + nkx * delta), _clipper_round(py + nky * delta)
+                n_out += 1
+            elif sin_a * delta < 0.0:  # overlapping: through the source vertex
+                out[n_out, 0], out[n_out, 1] = _clipper_round(px + nkx * delta), _clipper_round(py + nky * delta)
+                out[n_out + 1, 0], out[n_out + 1, 1] = points[j, 0], points[j, 1]
+                out[n_out + 2, 0], out[n_out + 2, 1] = _clipper_round(px + njx * delta), _clipper_round(py + njy * delta)
+                n_out += 3
+            else:
+                n_out = _convex_join(out, n_out, px, py, nkx, nky, njx, njy, sin_a, cos_a, delta, round_joins,
+                                     miter_r, arc)
+        n_out = _drop_repeats(out, loop_first, n_out)
+        if n_out - loop_first < 3:
+            n_out = loop_first
+            continue
         n_loops += 1
         out_start[n_loops] = n_out
     return out[:n_out], out_start[:n_loops + 1], True
@@ -730,9 +826,14 @@ def _offset(area, delta_mm: float, join=None, guard=EMPTY, guard_mm: float = 0.0
                                      MITER_LIMIT, ARC_TOLERANCE * SCALE, guard[0], guard[1], guard_mm * SCALE)
     if ok:
         return points, start
-    offset = pyclipper.PyclipperOffset(MITER_LIMIT, ARC_TOLERANCE * SCALE)
-    offset.AddPaths(_to_paths(area), join, pyclipper.ET_CLOSEDPOLYGON)
-    result = _from_paths(offset.Execute(delta_mm * SCALE))
+    raw = clipper_raw_offset(area[0], area[1], delta_mm * SCALE, join == pyclipper.JT_ROUND, MITER_LIMIT,
+                             ARC_TOLERANCE * SCALE)
+    if raw[2]:
+        result = _union(raw[:2], pyclipper.PFT_POSITIVE)
+    else:
+        offset = pyclipper.PyclipperOffset(MITER_LIMIT, ARC_TOLERANCE * SCALE)
+        offset.AddPaths(_to_paths(area), join, pyclipper.ET_CLOSEDPOLYGON)
+        result = _from_paths(offset.Execute(delta_mm * SCALE))
     return _intersection(result, _offset(guard, -guard_mm)) if guard_mm > 0 else result
 
 
@@ -761,12 +862,12 @@ def _difference(a, b):
     return _boolean(pyclipper.CT_DIFFERENCE, a, b)
 
 
-def _union(area):
+def _union(area, fill=pyclipper.PFT_NONZERO):
     if _empty(area):
         return EMPTY
     clipper = pyclipper.Pyclipper()
     clipper.AddPaths(_to_paths(area), pyclipper.PT_SUBJECT, True)
-    return _from_paths(clipper.Execute(pyclipper.CT_UNION, pyclipper.PFT_NONZERO, pyclipper.PFT_NONZERO))
+    return _from_paths(clipper.Execute(pyclipper.CT_UNION, fill, fill))
 
 
 def _opened(area, width: float):
@@ -862,13 +963,14 @@ class _Intersections:
     booleans per layer instead of n.  Layers outside the stack are empty.
     """
 
-    def __init__(self, fills, longest_run: int):
+    def __init__(self, fills, longest_run: int, pool: ThreadPoolExecutor):
         self.levels = [fills]
         span = 1
         while 2 * span <= longest_run:
-            below = self.levels[-1]
-            self.levels.append([_intersection(below[i], below[i + span]) if i + span < len(fills) else EMPTY
-                                for i in range(len(fills))])
+            below, step = self.levels[-1], span
+            self.levels.append(list(pool.map(
+                lambda i: _intersection(below[i], below[i + step]) if i + step < len(fills) else EMPTY,
+                range(len(fills)))))
             span *= 2
 
     def run(self, first: int, n: int):
@@ -900,6 +1002,15 @@ def _skin_and_sparse(index: int, fill, runs: _Intersections, width: float, setti
     return skin, sparse
 
 
+def _first_of_same(layers) -> list[int]:
+    """For each layer, the first of the run of identical outlines it belongs to (layer 0 has its own width)."""
+    first = []
+    for index, outline in enumerate(layers):
+        same = index > 1 and _same_area(outline, layers[index - 1])  # an extruded profile
+        first.append(first[-1] if same else index)
+    return first
+
+
 def build_regions(stack: LayerStack, settings: SliceSettings) -> list[LayerRegions]:
     """Walls, skin and sparse areas of every layer.
 
@@ -909,26 +1020,23 @@ def build_regions(stack: LayerStack, settings: SliceSettings) -> list[LayerRegio
     few layers are solid.  Skin thinner than ``min_feature`` is dropped (it
     stays sparse).  Density 1 makes the whole fill area skin; density 0 leaves
     the sparse area empty.
+
+    Layers are independent within each stage, so they run on a thread per
+    core: Clipper and the Numba kernels release the GIL while they work.
     """
     layers = _stack_areas(stack)
-    walls, fills = [], []
-    for index, outline in enumerate(layers):
-        width = settings.first_layer_line_width if index == 0 else settings.line_width
-        if index > 1 and _same_area(outline, layers[index - 1]):  # an extruded profile: the layer below's result
-            layer_walls, fill = walls[-1], fills[-1]
-        else:
-            layer_walls, fill = _walls_and_fill(outline, width, settings)
-        walls.append(layer_walls)
-        fills.append(fill)
-    longest = max(settings.top_layers, settings.bottom_layers, 1)
-    runs = _Intersections(fills, longest if settings.infill_density < 1 else 1)
-    regions = []
-    for index, fill in enumerate(fills):
-        width = settings.first_layer_line_width if index == 0 else settings.line_width
-        skin, sparse = _skin_and_sparse(index, fill, runs, width, settings)
-        regions.append(LayerRegions(index=index, z_top=float(stack.z_top[index]), height=float(stack.height[index]),
-                                    walls=[_to_mm(w) for w in walls[index]], skin=_to_mm(skin), sparse=_to_mm(sparse)))
-    return regions
+    widths = [settings.first_layer_line_width if index == 0 else settings.line_width for index in range(len(layers))]
+    first = _first_of_same(layers)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="regions") as pool:
+        distinct = sorted(set(first))
+        done = dict(zip(distinct, pool.map(lambda i: _walls_and_fill(layers[i], widths[i], settings), distinct)))
+        walls, fills = zip(*(done[f] for f in first)) if layers else ((), ())
+        longest = max(settings.top_layers, settings.bottom_layers, 1)
+        runs = _Intersections(list(fills), longest if settings.infill_density < 1 else 1, pool)
+        skins = list(pool.map(lambda i: _skin_and_sparse(i, fills[i], runs, widths[i], settings), range(len(fills))))
+    return [LayerRegions(index=index, z_top=float(stack.z_top[index]), height=float(stack.height[index]),
+                         walls=[_to_mm(w) for w in walls[index]], skin=_to_mm(skin), sparse=_to_mm(sparse))
+            for index, (skin, sparse) in enumerate(skins)]
 
 
 # ---------------------------------------------------------------- skirt and brim
