@@ -494,17 +494,33 @@ def _point_in_loop(px, py, pts):
 
 @njit(cache=True, nogil=True)
 def _contains(outer, inner):
-    """Whether loop ``inner`` lies inside loop ``outer``: the first vertex of ``inner`` not on ``outer``'s boundary decides."""
-    for i in range(inner.shape[0]):
+    """1 if loop ``inner`` lies inside loop ``outer``, -1 if outside, 0 if it runs along ``outer``'s boundary only.
+
+    The first vertex of ``inner`` not on ``outer``'s boundary decides, else the
+    first midpoint of an edge of ``inner`` (a loop through some of ``outer``'s
+    corners can still cut across it).
+    """
+    n = inner.shape[0]
+    for i in range(n):
         r = _point_in_loop(inner[i, 0], inner[i, 1], outer)
         if r != 0:
-            return r > 0
-    return False
+            return r
+    for i in range(n):
+        j = (i + 1) % n
+        r = _point_in_loop(0.5 * (inner[i, 0] + inner[j, 0]), 0.5 * (inner[i, 1] + inner[j, 1]), outer)
+        if r != 0:
+            return r
+    return 0
 
 
 @njit(cache=True, nogil=True)
 def _loop_depths(points, loop_start):
-    """How many other loops contain each loop (bounding box and area prefilters, then point in polygon)."""
+    """How many other loops contain each loop (bounding box and area prefilters, then point in polygon).
+
+    Two loops along the same boundary (a zero-area sheet: a knife edge or two
+    parts touching face to face exactly on the plane) nest by their order, so
+    one is an outline and the other its hole and together they enclose nothing.
+    """
     n = loop_start.shape[0] - 1
     box = np.empty((n, 4), np.float64)
     area = np.empty(n, np.float64)
@@ -518,10 +534,12 @@ def _loop_depths(points, loop_start):
     depth = np.zeros(n, np.int64)
     for i in range(n):
         for j in range(n):
-            if (i == j or area[j] <= area[i] or box[j, 0] > box[i, 0] or box[j, 1] > box[i, 1]
+            twin_size = abs(area[j] - area[i]) <= 1e-9 * area[i]  # the same area up to the summation order
+            if (i == j or (area[j] <= area[i] and not twin_size) or box[j, 0] > box[i, 0] or box[j, 1] > box[i, 1]
                     or box[j, 2] < box[i, 2] or box[j, 3] < box[i, 3]):
                 continue
-            if _contains(points[loop_start[j]:loop_start[j + 1]], points[loop_start[i]:loop_start[i + 1]]):
+            r = _contains(points[loop_start[j]:loop_start[j + 1]], points[loop_start[i]:loop_start[i + 1]])
+            if r > 0 or (r == 0 and twin_size and j < i):
                 depth[i] += 1
     return depth
 
