@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, wait_for
 
 
 def ismctl(cell, *args, timeout=60):
@@ -61,8 +61,9 @@ def test_commands_are_audited_and_counted(make_cell):
     assert status["counters"]["commands.ok"] >= 1
     import sqlite3
 
-    rows = sqlite3.connect(cell.state_dir / "ismctl.db").execute("SELECT type, result FROM audit").fetchall()
-    assert ("ping", "ok") in rows
+    db = sqlite3.connect(cell.state_dir / "ismctl.db")
+    # the reply goes out first, the audit row within the same loop turn: it may land just after the reply
+    wait_for(lambda: ("ping", "ok") in db.execute("SELECT type, result FROM audit").fetchall(), 5, "the audit row")
 
 
 def test_planning_a_long_file_does_not_stall_heartbeats_or_estop(make_cell):

@@ -7,7 +7,15 @@ microsecond per point per operation, a dozen operations per layer, so the
 common cases run in Numba instead: an offset whose loops come out simple and
 apart (Clipper's joins, exact corners), and an intersection or difference of
 areas whose loops do not meet, loops both share aside (each loop stays, goes
-or turns round, by winding).  Loops that cross or touch go to Clipper.
+or turns round, by winding).  Loops that cross or touch go to Clipper; an
+offset then as its raw loops from Numba plus one Clipper union (what Clipper's
+own offset does inside).
+
+Round joins give a convex turn small enough that its miter point lies within
+``ARC_TOLERANCE`` of the arc that one point (Clipper2's rule), not Clipper 6's
+two: on a jagged outline (a height map's section turns a few degrees at every
+vertex) those pairs doubled the points with every offset, and every boolean
+after it paid for them.
 
 Clipper's cost grows faster than linearly with vertex count, and a finely
 tessellated mesh gives thousands of points per loop, so input loops are first
