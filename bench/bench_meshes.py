@@ -106,10 +106,10 @@ def build_logo_subdiv(out: Path) -> None:
     write_placed_stl(mesh, out)
 
 
-def build_sphere(out: Path) -> None:
+def build_sphere(out: Path, radius: float = 25.0) -> None:
     import trimesh
 
-    write_placed_stl(trimesh.creation.uv_sphere(radius=25.0, count=[592, 592]), out)
+    write_placed_stl(trimesh.creation.uv_sphere(radius=radius, count=[592, 592]), out)
 
 
 def _catalogue() -> dict[str, tuple[str, str, object]]:
@@ -120,6 +120,9 @@ def _catalogue() -> dict[str, tuple[str, str, object]]:
                                  lambda out, rel=rel: render_scad(SCAD_EXAMPLES / rel, out))
     table["logo-subdiv"] = ("large", "OpenSCAD logo subdivided 3 times (x64 triangles)", build_logo_subdiv)
     table["sphere-1.4m"] = ("large", "UV sphere, 50 mm, 592 x 592 segments", build_sphere)
+    # twice the layers, each twice as long: where CuraEngine takes 5 s or more on a fast machine too (goal 1)
+    table["sphere-1.4m-100mm"] = ("large", "UV sphere, 100 mm, 592 x 592 segments",
+                                  lambda out: build_sphere(out, radius=50.0))
     return table
 
 
@@ -127,12 +130,17 @@ CATALOGUE = _catalogue()
 MESH_NAMES = tuple(CATALOGUE)
 
 
+def mesh_path(name: str) -> Path:
+    """Where mesh ``name`` is cached."""
+    return MESH_CACHE / f"{name}.stl"
+
+
 def ensure_mesh(name: str, force: bool = False) -> BenchMesh:
     """The benchmark mesh ``name``, built into the cache unless it is there already."""
     if name not in CATALOGUE:
         raise SystemExit(f"unknown mesh {name!r}; known: {', '.join(MESH_NAMES)}")
     kind, description, build = CATALOGUE[name]
-    path = MESH_CACHE / f"{name}.stl"
+    path = mesh_path(name)
     if force or not path.exists():
         MESH_CACHE.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

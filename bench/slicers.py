@@ -59,7 +59,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_meshes import MESH_NAMES, BenchMesh, ensure_mesh  # noqa: E402
+from bench_meshes import MESH_NAMES, BenchMesh, ensure_mesh, mesh_path  # noqa: E402
 from reference_slicers import REFERENCE_TOOLS, BenchSettings, Tool, ToolUnavailable  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,9 +86,30 @@ class Run:
     error: str = ""
 
 
+def _reset_peak_rss() -> None:
+    """Set this process's peak RSS back to its current RSS (``/proc/self/clear_refs``, Linux >= 4.0).
+
+    Linux starts a child's ``ru_maxrss`` at the peak of the process it was
+    forked from (the fork's pages, or with vfork the parent's own peak), so a
+    parent that was ever big would make every child look as big.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def run_measured(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[float, float, float, int]:
     """Run ``argv`` as a child; (wall s, user+sys CPU s, peak RSS MB, exit code) of that child alone."""
     full_env = {**os.environ, **env}
+    _reset_peak_rss()
     with open(log, "wb") as log_file:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -263,7 +284,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tools", default=",".join(TOOL_ORDER), help="comma-separated: cura,prusa,slic3r,ours")
     ap.add_argument("--meshes", default=None, help=f"comma-separated (default all): {','.join(MESH_NAMES)}")
-    ap.add_argument("--quick", action="store_true", help="skip the 1.4M-triangle sphere")
+    ap.add_argument("--quick", action="store_true", help="skip the 1.4M-triangle spheres")
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool and mesh; the median is shown")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold (empty Numba cache) run of ours")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run is killed")
@@ -279,7 +300,11 @@ def main() -> None:
             ap.error(f"unknown tool {name!r}; choose from {', '.join(TOOL_ORDER)}")
     names = [m.strip() for m in args.meshes.split(",")] if args.meshes else list(MESH_NAMES)
     if args.quick:
-        names = [n for n in names if n != "sphere-1.4m"]
+        names = [n for n in names if not n.startswith("sphere-1.4m")]
+    missing = [n for n in names if not mesh_path(n).exists()]
+    if missing:  # built in a child: building the big ones takes this process to ~750 MB (see _reset_peak_rss)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("bench_meshes.py")), "--meshes", ",".join(missing)],
+                       check=True, stdout=subprocess.DEVNULL)
     meshes = [ensure_mesh(n) for n in names]
 
     settings = BenchSettings()
@@ -297,6 +322,8 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"{os.cpu_count()} cores, load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
           f"repeat {args.repeat}; settings {asdict(settings)}")
+    print(f"this process's own RSS {_rss_mb():.0f} MB: no child's peak memory can read lower (Linux counts the "
+          "fork's pages)")
     table: dict[str, dict[str, Run]] = {}
     for i, mesh in enumerate(meshes):
         runs: dict[str, list[Run]] = {name: [] for name in tools}

@@ -24,6 +24,9 @@ class ProgramError(ValueError):
     """A program that is inconsistent (mismatched arrays, bad text)."""
 
 
+_CHECK_BATCH = 65536  # commands joined at a time by Program._check_commands
+
+
 @dataclass(frozen=True)
 class Program:
     device_class: str
@@ -56,11 +59,16 @@ class Program:
         self._check_commands()
 
     def _check_commands(self) -> None:
-        """Every command one non-empty line of text, checked in C-speed passes (join, count);
+        """Every command one non-empty line of text, checked in C-speed passes (join, count) over
+        batches (a join of a million-line program at once would double its memory for a moment);
         the op-by-op search runs only to name a bad one."""
+        commands = self.commands
         try:
-            text = "\n".join(self.commands)
-            ok = all(self.commands) and text.count("\n") == max(len(self.commands) - 1, 0) and "\r" not in text
+            ok = all(commands)
+            for first in range(0, len(commands), _CHECK_BATCH):
+                batch = commands[first:first + _CHECK_BATCH]
+                text = "\n".join(batch)
+                ok = ok and text.count("\n") == len(batch) - 1 and "\r" not in text
         except TypeError:  # a command that is not text
             ok = False
         if not ok:

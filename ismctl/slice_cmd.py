@@ -162,9 +162,16 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _write_in_pieces(path: Path, text: str, piece: int = 1 << 20) -> None:
+    """Write ``text`` a megabyte at a time: encoding a big part's G-code at once would hold a second copy."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for first in range(0, len(text), piece):
+            f.write(text[first:first + piece])
+
+
 def summary(result, out: Path) -> dict:
-    meta = result.program.meta
-    return {"output": str(out), "lines": result.gcode.count("\n"), "ops": len(result.program),
+    meta = result.parts.meta
+    return {"output": str(out), "lines": result.gcode.count("\n"), "ops": len(result.parts),
             "layers": meta.get("layers"), "estimated_s": meta.get("estimated_s"),
             "filament_mm": meta.get("filament_mm"), "filament_g": meta.get("filament_g"), "bbox": meta.get("bbox"),
             "repairs": result.repairs, "notes": result.notes,
@@ -179,7 +186,7 @@ def cmd_slice(args) -> int:
     out = args.output or path.with_suffix(".gcode")
     try:
         result = run_slicer(args, path)
-        out.write_text(result.gcode)
+        _write_in_pieces(out, result.gcode)
     except PlanError as exc:
         print(f"ismctl slice: {exc}", file=sys.stderr)
         return EXIT_FAILED

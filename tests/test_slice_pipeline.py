@@ -140,6 +140,8 @@ def test_gcode_reads_back_as_the_same_program(sliced_tube):
     _, _, result = sliced_tube
     parsed = gcode.parse(result.gcode, name="tube")
     assert parsed.commands == result.program.commands
+    assert len(result.parts) == len(result.program)  # what `ismctl slice` reports without making the Program
+    assert np.array_equal(parsed.source_line, result.program.source_line)
     assert parsed.layer_count == result.program.layer_count == result.program.meta["layers"]
     assert gcode.validate(result.gcode) == []
     header = dict(line[1:].split(":", 1) for line in result.gcode.splitlines()[:12] if line.startswith(";") and ":" in line)

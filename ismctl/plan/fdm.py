@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..program import Program
 from .fdm_settings import SliceSettings
+from .memory import release_free_memory
 from .model import Mesh, PlanError
+
+if TYPE_CHECKING:
+    from .fdm_gcode import ProgramParts
 
 STEPS = ("load", "repair", "layers", "slice", "regions", "infill", "paths", "gcode")
 
@@ -27,11 +32,16 @@ Progress = Callable[[str, int], None]  # (step name, step index); called as each
 @dataclass
 class SliceResult:
     gcode: str
-    program: Program
+    parts: ProgramParts  # the rest of the Program: see ``program``
     placement: np.ndarray  # (3,) mm the mesh was moved by to sit on the bed (its coordinates + this = the G-code's)
     repairs: list[str]  # what the mesh check repaired or warns about
     notes: list[str]  # what slicing had to mend
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+
+    @cached_property
+    def program(self) -> Program:
+        """The G-code's Program, made on first use (``ismctl slice`` only writes the text)."""
+        return self.parts.program(self.gcode)
 
 
 class _Steps:
@@ -114,16 +124,19 @@ def _slice(mesh: Mesh, settings: SliceSettings, limits, allow_open: bool, steps:
     steps.start("slice")
     stack = slicing.slice_mesh(mesh, z_top - height / 2, z_top, height)
     del mesh  # each step's input is dropped once the next step has its own: the peak memory is one step's
+    release_free_memory()
     steps.start("regions")
     layer_regions = regions.build_regions(stack, settings)
     skirt, brim = regions.skirt_and_brim(stack, settings)
     notes = list(stack.notes)
     del stack
+    release_free_memory()
     steps.start("infill")
     infill.fill_regions(layer_regions, settings)
     steps.start("paths")
     layer_paths = toolpath.order_layers(layer_regions, skirt, brim, settings)
     del layer_regions
+    release_free_memory()
     steps.start("gcode")
-    text, program = fdm_gcode.emit_fdm(layer_paths, settings, limits, name=name)
-    return SliceResult(text, program, placement, report.messages(), notes, steps.done())
+    text, parts = fdm_gcode.emit_fdm_text(layer_paths, settings, limits, name=name)
+    return SliceResult(text, parts, placement, report.messages(), notes, steps.done())

@@ -34,12 +34,14 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
 from ..program import Program
 from .fdm_settings import SliceSettings
+from .memory import release_free_memory
 from .model import LayerPaths, PathKind, PlanError
 from .motion import move_durations
 from .motion_limits import MotionLimits
@@ -330,12 +332,33 @@ def _put(op, mask, val, arg, lay, k, code, m, f, x, y, z, e, a, layer):
 
 
 @njit(cache=True, nogil=True)
+def _with_room(op, mask, val, arg, lay, k, need):
+    """The record arrays, grown by half when fewer than ``need`` slots are left after the first ``k``."""
+    if k + need <= op.shape[0]:
+        return op, mask, val, arg, lay
+    cap = op.shape[0] * 3 // 2 + need
+    op2, mask2, val2 = np.empty(cap, np.int8), np.empty(cap, np.int8), np.empty((cap, 5))
+    arg2, lay2 = np.zeros(cap, np.int64), np.empty(cap, np.int32)
+    for i in range(k):
+        op2[i], mask2[i], arg2[i], lay2[i] = op[i], mask[i], arg[i], lay[i]
+        for c in range(5):
+            val2[i, c] = val[i, c]
+    return op2, mask2, val2, arg2, lay2
+
+
+@njit(cache=True, nogil=True)
 def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_paths, layer_z, layer_fan,
                  wall_paths, wall_start, retract_e, retract_feed, travel_feed, z_hop, min_travel, end_z):
-    """Records for every layer, then the final retract and lift (see the module docstring)."""
+    """Records for every layer, then the final retract and lift (see the module docstring).
+
+    A path of m points is m records (its travel and m - 1 moves), a retracting
+    travel 4 more: the arrays start at the points plus a retract for one path
+    in eight and grow when a part retracts more (a worst-case size, 6 per
+    path, was 2.5 times the records on a big part: 30 MB of 54-byte slots).
+    """
     n_layers = layer_z.shape[0]
     n_paths = path_start.shape[0] - 1
-    cap = pts.shape[0] + 6 * n_paths + 2 * n_layers + 2
+    cap = pts.shape[0] + n_paths // 2 + 2 * n_layers + 8
     op = np.empty(cap, np.int8)
     mask = np.empty(cap, np.int8)
     val = np.empty((cap, 5))
@@ -357,6 +380,7 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
         note_kind[kn] = NOTE_LAYER
         note_arg[kn] = L
         kn += 1
+        op, mask, val, arg, lay = _with_room(op, mask, val, arg, lay, k, 2)
         if layer_fan[L] != fan:
             fan = layer_fan[L]
             k = _put(op, mask, val, arg, lay, k, OP_FAN, 0, f, x, y, z, 0.0, fan, L)
@@ -374,6 +398,7 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
                 note_arg[kn] = kind
                 kn += 1
             s = path_start[p]
+            op, mask, val, arg, lay = _with_room(op, mask, val, arg, lay, k, path_start[p + 1] - s + 6)
             sx = pts[s, 0]
             sy = pts[s, 1]
             dist = math.hypot(sx - x, sy - y)
@@ -409,6 +434,7 @@ def _build_moves(pts, path_start, path_kind, path_e_per_mm, path_feed, layer_pat
                 x = nx
                 y = ny
     last = n_layers - 1
+    op, mask, val, arg, lay = _with_room(op, mask, val, arg, lay, k, 2)
     if retract_e > 0.0:
         m = W_E | (W_F if f != retract_feed else 0)
         f = retract_feed
@@ -488,9 +514,54 @@ def format_duration(seconds: float) -> str:
     return " ".join(f"{v}{u}" for v, u in parts)
 
 
+@dataclass(frozen=True)
+class ProgramParts:
+    """What the Program of an emitted G-code text needs besides the text: its commands are the
+    text's command lines, made only when the Program is asked for (on a big part, 40 MB of
+    strings that ``ismctl slice`` never needs)."""
+
+    name: str
+    header_lines: int  # comment lines before the first command
+    n_start: int  # commands before the first record
+    n_end: int  # commands after the last record
+    note_at: np.ndarray  # body notes (;LAYER:, ;TYPE:): note j comes before record note_at[j]
+    layer: np.ndarray  # layer of each record
+    duration: np.ndarray  # seconds of each record
+    position: np.ndarray  # (start + records + end, 3) X Y Z after each command
+    meta: dict
+
+    def __len__(self) -> int:
+        return self.n_start + len(self.layer) + self.n_end
+
+    def program(self, text: str) -> Program:
+        first_body = self.header_lines + self.n_start + 1  # 1-based line of the first record or note
+        lines = text.split("\n")
+        lines.pop()  # after the last newline
+        notes = first_body - 1 + self.note_at + np.arange(len(self.note_at))
+        pieces = zip(itertools.chain([self.header_lines], (notes + 1).tolist()),
+                     itertools.chain(notes.tolist(), [len(lines)]))
+        commands = tuple(itertools.chain.from_iterable(lines[a:b] for a, b in pieces))
+        del lines
+        record = np.arange(len(self.layer))
+        line_of = first_body + record + np.searchsorted(self.note_at, record, side="right")
+        end_line = first_body + len(record) + len(self.note_at)
+        source_line = np.concatenate((np.arange(self.header_lines + 1, first_body), line_of,
+                                      np.arange(end_line, end_line + self.n_end)))
+        layer = np.concatenate((np.full(self.n_start, -1), self.layer, np.full(self.n_end, self.meta["layers"] - 1)))
+        durations = np.concatenate((np.zeros(self.n_start), self.duration, np.zeros(self.n_end)))
+        return Program("printer", self.name, commands, source_line, layer, durations, self.position, self.meta)
+
+
 def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLimits | None = None,
              name: str = "") -> tuple[str, Program]:
     """Marlin G-code for ``layers`` and the Program of its commands (module docstring)."""
+    text, parts = emit_fdm_text(layers, settings, limits, name)
+    return text, parts.program(text)
+
+
+def emit_fdm_text(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLimits | None = None,
+                  name: str = "") -> tuple[str, ProgramParts]:
+    """Marlin G-code for ``layers`` and what its Program needs besides the text."""
     s = settings
     limits = limits or MotionLimits()
     if not layers:
@@ -523,6 +594,7 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
     restart[:1] = True  # the first move follows heat-and-wait: the planner starts empty
     duration = move_durations(delta, feed, limits, restart=restart) if len(op) else np.zeros(0)
     del delta, feed, restart  # a million-move part holds several of these; the peak is this step's
+    release_free_memory()
     estimated = float(duration.sum())
     extruding = (op == OP_G1) & ((mask & (W_X | W_Y)) != 0) & (val[:, 4] > 0)
     filament_mm = float(val[extruding, 4].sum())
@@ -550,27 +622,11 @@ def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLi
         f"; filament used [mm] = {filament_mm:.2f}",
         f"; filament used [g] = {filament_g:.2f}",
     ]
-    first_body = len(header) + len(start_cmds) + 1
     end_pos = val[-1:, 1:4] if len(val) else np.zeros((1, 3))
     position = np.vstack((np.full((len(start_cmds), 3), np.nan), val[:, 1:4], np.repeat(end_pos, len(end_cmds), axis=0)))
     del val, extruding  # (unknown before the first move, as gcode.parse has it)
-    body = str(body, "ascii")
-    text = "".join(("\n".join(header + start_cmds), "\n", body, "\n".join(end_cmds), "\n"))
-    lines = body.split("\n")
-    del body
-    lines.pop()  # after the last newline
-    is_command = np.ones(len(lines), np.bool_)
-    is_command[note_at + np.arange(len(note_at))] = False  # note j comes before record note_at[j]
-    commands = tuple(start_cmds + list(itertools.compress(lines, is_command.tolist())) + end_cmds)
-    del lines
-    record = np.arange(len(op))
-    line_of = first_body + record + np.searchsorted(note_at, record, side="right")
-    n_start, n_end = len(start_cmds), len(end_cmds)
-    end_line = first_body + len(op) + len(note_at)
-    source_line = np.concatenate((np.arange(len(header) + 1, first_body), line_of, np.arange(end_line, end_line + n_end)))
-    layer = np.concatenate((np.full(n_start, -1), lay, np.full(n_end, len(layers) - 1)))
-    durations = np.concatenate((np.zeros(n_start), duration, np.zeros(n_end)))
+    release_free_memory()
+    text = "".join(("\n".join(header + start_cmds), "\n", str(body, "ascii"), "\n".join(end_cmds), "\n"))
     meta = {"source": "mesh", "layers": len(layers), "estimated_s": estimated, "filament_mm": round(filament_mm, 4),
             "filament_g": round(filament_g, 4), "bbox": bbox}
-    program = Program("printer", name, commands, source_line, layer, durations, position, meta)
-    return text, program
+    return text, ProgramParts(name, len(header), len(start_cmds), len(end_cmds), note_at, lay, duration, position, meta)
