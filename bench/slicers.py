@@ -4,7 +4,7 @@
                             [--repeat N] [--no-cold] [--json OUT.json]
 
 Each tool slices each mesh (bench/bench_meshes.py: OpenSCAD examples, a
-520k-triangle subdivided logo, a 1.4M-triangle sphere) with the same settings
+520k-triangle subdivided logo, 1.4M-triangle spheres of 50 and 100 mm) with the same settings
 (bench/reference_slicers.py: 0.2 mm layers, 2 perimeters, 4 top/bottom
 layers, 20 % grid infill, 0.4 mm nozzle, a skirt) as a child process; for each
 run it measures, for that child alone:
@@ -13,7 +13,8 @@ run it measures, for that child alone:
   ``Popen`` .. ``os.wait4``);
 - CPU time: user + system of the child (and any children it waited for), from
   the rusage ``os.wait4`` returns;
-- peak memory: ``ru_maxrss`` of that rusage, in MB.
+- peak memory: ``ru_maxrss`` of that rusage, in MB (this process resets its own
+  peak before each child and never builds meshes itself: see ``_reset_peak_rss``).
 
 A run counts only if it exited 0 and wrote G-code with extrusion on at least
 one layer; otherwise the tool is reported as failed with its log's tail and
