@@ -229,6 +229,15 @@ def _arc_steps(delta, arc_tolerance):
 
 
 @njit(cache=True, nogil=True)
+def _offset_setup(points, loop_start, delta, miter_limit, arc_tolerance, out_per_point):
+    """An offset kernel's stepping, miter limit and buffers: (arc, miter_r, out, out_start, normals, offsets)."""
+    n_points = points.shape[0]
+    return (_arc_steps(delta, arc_tolerance), 2.0 / (miter_limit * miter_limit),
+            np.empty((out_per_point * n_points + 16, 2), np.int64), np.zeros(loop_start.shape[0], np.int64),
+            np.empty((n_points, 2), np.float64), np.empty(n_points, np.float64))
+
+
+@njit(cache=True, nogil=True)
 def _room(out, n_out, extra):
     """``out`` with room for ``extra`` more rows after the first ``n_out``."""
     if n_out + extra < out.shape[0]:
@@ -306,13 +315,9 @@ def raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_toleranc
     A miter or square corner that would come closer than ``guard_distance``
     (when > 0) to the ``guard`` loops' edges is made round instead.
     """
-    arc = _arc_steps(delta, arc_tolerance)
-    miter_r = 2.0 / (miter_limit * miter_limit)
     n_points = points.shape[0]
-    out = np.empty((2 * n_points + 16, 2), np.int64)
-    out_start = np.zeros(loop_start.shape[0], np.int64)
-    normals = np.empty((n_points, 2), np.float64)
-    offsets = np.empty(n_points, np.float64)
+    arc, miter_r, out, out_start, normals, offsets = _offset_setup(points, loop_start, delta, miter_limit,
+                                                                   arc_tolerance, 2)
     nxt = np.empty(n_points, np.int64)
     prv = np.empty(n_points, np.int64)
     guard_boxes = _loop_boxes(guard, guard_start)
@@ -390,13 +395,8 @@ def clipper_raw_offset(points, loop_start, delta, round_joins, miter_limit, arc_
     ``raw_offset``, almost straight corners included.  ``ok`` is False only
     for a zero-length source edge.
     """
-    arc = _arc_steps(delta, arc_tolerance)
-    miter_r = 2.0 / (miter_limit * miter_limit)
-    n_points = points.shape[0]
-    out = np.empty((3 * n_points + 16, 2), np.int64)
-    out_start = np.zeros(loop_start.shape[0], np.int64)
-    normals = np.empty((n_points, 2), np.float64)
-    offsets = np.empty(n_points, np.float64)
+    arc, miter_r, out, out_start, normals, offsets = _offset_setup(points, loop_start, delta, miter_limit,
+                                                                   arc_tolerance, 3)
     n_out = n_loops = 0
     for loop in range(loop_start.shape[0] - 1):
         s, e = loop_start[loop], loop_start[loop + 1]
