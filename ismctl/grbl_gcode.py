@@ -526,19 +526,24 @@ class _Scanner:
             else np.zeros((0, _MOVE_COLUMNS))
 
 
-def _block_times(rows: np.ndarray, limits_rows: list) -> np.ndarray:
-    """Rest-to-rest trapezoid per block, limited along the chord's direction (the simulator's
-    ``GrblFirmware._block``); unknown axes count as not moving."""
-    limits = np.asarray(limits_rows, dtype=np.float64)[rows[:, 14].astype(np.int64)]
-    rate = limits[:, 0:3] / 60.0
-    accel = limits[:, 3:6]
-    delta = np.abs(np.nan_to_num(rows[:, 5:8] - rows[:, 2:5]))
+def block_times(delta: np.ndarray, length: np.ndarray, feed: np.ndarray, rate: np.ndarray,
+                accel: np.ndarray) -> np.ndarray:
+    """Seconds per block: a rest-to-rest trapezoid limited along the chord's direction (the
+    simulator's ``GrblFirmware._block``, grbl's worst case); CAM and the importer both time with it.
+
+    ``delta`` (n, 3) mm per axis (NaN, an unknown axis, counts as not moving); ``length`` (n,) mm
+    along the path (< 0: the chord); ``feed`` (n,) mm/s (< 0: a rapid, at the fastest axis
+    rate); ``rate`` mm/s and ``accel`` mm/s^2 per axis, (3,) or (n, 3).  A block with no chord
+    (a full circle) gets the smallest acceleration.
+    """
+    delta = np.abs(np.nan_to_num(np.asarray(delta, dtype=np.float64)))
+    rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), delta.shape)
+    accel = np.broadcast_to(np.asarray(accel, dtype=np.float64), delta.shape)
     chord = np.sqrt((delta * delta).sum(axis=1))
-    length = np.where(rows[:, 9] >= 0, rows[:, 9], chord)
-    feed = np.where(rows[:, 8] < 0, rate.max(axis=1), rows[:, 8])
+    length = np.where(length >= 0, length, chord)
+    feed = np.where(feed < 0, rate.max(axis=1), feed)
     moving = delta > 1e-9
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(moving, chord[:, None] / delta, np.inf)
+    share = np.divide(chord[:, None], delta, out=np.full(delta.shape, np.inf), where=moving)
     vmax = np.minimum(feed, (rate * share).min(axis=1))
     a = np.where(moving.any(axis=1), (accel * share).min(axis=1), accel.min(axis=1))
     vmax = np.maximum(vmax, 1e-3)
@@ -546,6 +551,12 @@ def _block_times(rows: np.ndarray, limits_rows: list) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(full, length / vmax + vmax / a, 2.0 * np.sqrt(length / a))
     return np.where(length > 0, t, 0.0)
+
+
+def _block_times(rows: np.ndarray, limits_rows: list) -> np.ndarray:
+    """:func:`block_times` of the scanner's move rows, each under the limits in force at its line."""
+    limits = np.asarray(limits_rows, dtype=np.float64)[rows[:, 14].astype(np.int64)]
+    return block_times(rows[:, 5:8] - rows[:, 2:5], rows[:, 9], rows[:, 8], limits[:, 0:3] / 60.0, limits[:, 3:6])
 
 
 def _scan(text: str, name: str, limits, start) -> _Scanner:

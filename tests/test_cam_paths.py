@@ -1,4 +1,4 @@
-"""The CAM Numba kernels against pure-Python references, on small inputs."""
+"""The CAM Numba kernels, and grbl block timing, against pure-Python references on small inputs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import shapely.geometry as geo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ismctl.plan.cam_paths import block_durations, fit_arcs, scanline_segments
+from ismctl.grbl_gcode import block_times
+from ismctl.plan.cam_paths import fit_arcs, scanline_segments
 
 
 def scanline_reference(loops, ys):
@@ -43,6 +44,11 @@ def durations_reference(start, end, length, feed, max_rate, accel):
         d_ramp = v * t_ramp  # accelerating and braking together
         out.append(2 * math.sqrt(dist / acc) if d_ramp >= dist else 2 * t_ramp + (dist - d_ramp) / v)
     return np.array(out)
+
+
+def block_durations(start, end, length, feed, max_rate, accel):
+    """:func:`block_times` called as CAM calls it: feeds in mm/min, 0 for a rapid."""
+    return block_times(end - start, length, np.where(feed > 0, feed / 60.0, -1.0), max_rate / 60.0, accel)
 
 
 def _packed(loops):

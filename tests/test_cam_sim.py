@@ -12,7 +12,7 @@ from sim_helpers import Sim
 from cam_parts import block_with_pocket_and_holes
 from firmware_sim.grbl import WELCOME
 from ismctl.plan.cam import plan_cam
-from ismctl.plan.cam_paths import block_durations
+from ismctl.grbl_gcode import block_times
 from ismctl.plan.cam_settings import GRBL_ACCEL, GRBL_MAX_RATE
 
 RX_BUFFER = 127  # grbl's serial ring holds 127 bytes: character counting keeps what is in flight below it
@@ -54,8 +54,8 @@ def test_cam_program_runs_on_the_simulated_mill_without_an_error(tmp_path):
     assert len(first) == 2  # up to the safe height, then over to the first cut
     starts = np.array([np.nan_to_num(pos[i - 1]) for i in first])
     ends = np.array([np.nan_to_num(pos[i]) for i in first])
-    untimed = block_durations(starts, ends, np.linalg.norm(ends - starts, axis=1), np.zeros(len(first)),
-                              np.array(GRBL_MAX_RATE), np.array(GRBL_ACCEL)).sum()
+    untimed = block_times(ends - starts, np.full(len(first), -1.0), np.full(len(first), -1.0),  # rapids
+                          np.array(GRBL_MAX_RATE) / 60.0, np.array(GRBL_ACCEL)).sum()
     print(f"simulated {ran:.3f} s, estimated {result.program.estimated_s + untimed:.3f} s")
     assert ran == pytest.approx(result.program.estimated_s + untimed, rel=1e-3)
     counters = json.loads(stats.read_text())["counters"]

@@ -20,8 +20,8 @@ import re
 import numpy as np
 
 from ..gcode import _arc_length as arc_length
+from ..grbl_gcode import block_times
 from ..program import Program
-from .cam_paths import block_durations
 from .model import PlanError
 
 MAX_LINE = 79  # grbl's line buffer is 80 bytes with the terminator
@@ -144,8 +144,9 @@ class GcodeWriter:
             end = np.array([b[2] for b in self.blocks], dtype=np.float64)
             length = np.array([b[3] for b in self.blocks], dtype=np.float64)
             feed = np.array([b[4] for b in self.blocks], dtype=np.float64)
-            durations[index] = block_durations(start, end, length, feed, np.asarray(max_rate, dtype=np.float64),
-                                               np.asarray(accel, dtype=np.float64))
+            rapid = feed <= 0
+            durations[index] = block_times(end - start, length, np.where(rapid, -1.0, feed / 60.0),
+                                           np.asarray(max_rate, dtype=np.float64) / 60.0, accel)
         meta = dict(meta, estimated_s=float(durations.sum()))
         return Program("mill", name, tuple(self.lines), np.arange(1, n + 1), np.asarray(self.layers), durations,
                        np.asarray(self.positions, dtype=np.float64).reshape(n, 3), meta)

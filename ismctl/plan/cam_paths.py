@@ -1,4 +1,4 @@
-"""Numba kernels of the CAM planner: zig-zag scanlines through an area, and block timing.
+"""Numba kernels of the CAM planner: zig-zag scanlines through an area, and arc fitting.
 
 Both run over every line or block of a program, so they are compiled; each has
 a pure-Python reference in tests/test_cam_paths.py that they are checked
@@ -54,46 +54,6 @@ def scanline_segments(points, loop_start, ys):
             line[at] = k
             at += 1
     return segments, line
-
-
-@njit(cache=True)
-def block_durations(start, end, length, feed, max_rate, accel):
-    """Seconds per motion block, each a trapezoid from rest to rest (grbl's worst case, and the simulator's model).
-
-    ``start``/``end`` (n, 3) mm; ``length`` (n,) mm along the path (an arc's
-    length, the chord's otherwise); ``feed`` (n,) mm/min, <= 0 for a rapid
-    (which runs at the fastest axis rate).  The speed and acceleration are
-    limited along the chord's direction by every axis' ``max_rate`` (mm/min)
-    and ``accel`` (mm/s^2), as grbl's planner limits them; a block without
-    a chord (a full circle) gets the smallest acceleration.
-    """
-    n = len(length)
-    out = np.zeros(n)
-    fastest = max(max_rate[0], max(max_rate[1], max_rate[2]))
-    slowest_accel = min(accel[0], min(accel[1], accel[2]))
-    for b in range(n):
-        dist = length[b]
-        if dist <= 0.0:
-            continue
-        v = (feed[b] if feed[b] > 0.0 else fastest) / 60.0
-        a = math.inf
-        chord = 0.0
-        for axis in range(3):
-            d = end[b, axis] - start[b, axis]
-            chord += d * d
-        chord = math.sqrt(chord)
-        for axis in range(3):
-            d = abs(end[b, axis] - start[b, axis])
-            if d > 1e-9 and chord > 0.0:
-                v = min(v, max_rate[axis] / 60.0 * chord / d)
-                a = min(a, accel[axis] * chord / d)
-        if a == math.inf:
-            a = slowest_accel
-        if v * v / a >= dist:  # never reaches v: a triangle
-            out[b] = 2.0 * math.sqrt(dist / a)
-        else:
-            out[b] = dist / v + v / a
-    return out
 
 
 LINE, CW, CCW = 1, 2, 3  # fit_arcs move kinds, as in G1, G2, G3

@@ -1010,6 +1010,15 @@ def _skin_and_sparse(index: int, fill, runs: _Intersections, width: float, setti
     return skin, sparse
 
 
+MAX_THREADS = 4  # the GIL-held parts (areas to and from Clipper's lists) bound the gain; measured on 2 cores only
+
+
+def _threads() -> int:
+    """Cores this process may run on (its affinity, not the machine's count), at most ``MAX_THREADS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_THREADS))
+
+
 def _first_of_same(layers) -> list[int]:
     """For each layer, the first of the run of identical outlines it belongs to (layer 0 has its own width)."""
     first = []
@@ -1035,7 +1044,7 @@ def build_regions(stack: LayerStack, settings: SliceSettings) -> list[LayerRegio
     layers = _stack_areas(stack)
     widths = [settings.first_layer_line_width if index == 0 else settings.line_width for index in range(len(layers))]
     first = _first_of_same(layers)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="regions") as pool:
+    with ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="regions") as pool:
         distinct = sorted(set(first))
         done = dict(zip(distinct, pool.map(lambda i: _walls_and_fill(layers[i], widths[i], settings), distinct)))
         walls, fills = zip(*(done[f] for f in first)) if layers else ((), ())
