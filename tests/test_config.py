@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import REPO
 from ismctl import config
 from ismctl.config import ConfigError
 
@@ -82,3 +83,13 @@ def test_slicing_profile_is_read_and_checked(tmp_path):
     path.write_text(base + "perimeters = 2.5\n")
     with pytest.raises(config.ConfigError, match="perimeters must be int"):
         config.load(path)
+
+
+def test_every_device_class_has_its_simulator_and_driver_options():
+    """A class added to the config without its process options would fail only when a cell starts."""
+    from ismctl.config import DEVICE_CLASSES
+    from ismctl.supervisor.processes import DRIVER_OPTIONS, SIMULATOR_OPTIONS
+
+    assert set(SIMULATOR_OPTIONS) == set(DRIVER_OPTIONS) == set(DEVICE_CLASSES)
+    for name in DEVICE_CLASSES:
+        assert (REPO / "firmware_sim" / f"{name}.py").is_file() and (REPO / "drivers" / f"{name}.py").is_file()

@@ -68,6 +68,14 @@ def _motion_args(device: DeviceConfig) -> list[str]:
     ]  # fmt: skip
 
 
+# What each device class's simulator and driver are told beyond what all share.
+SIMULATOR_OPTIONS = {"printer": _motion_args, "mill": lambda device: []}
+DRIVER_OPTIONS = {
+    "printer": lambda device: ["--window", str(device.window)],  # lines in flight
+    "mill": lambda device: ["--rx-buffer", str(device.rx_buffer)],  # grbl's serial buffer, for character counting
+}
+
+
 @dataclass
 class Child:
     """One supervised process; ``popen`` is None for an adopted simulator (not our child)."""
@@ -118,7 +126,7 @@ class ProcessManager:
             "--corrupt-rate", str(sim.corrupt_rate),
             "--drop-rate", str(sim.drop_rate),
             "--exec-log", str(self.exec_log(device)),
-            *(_motion_args(device) if device.device_class == "printer" else ()),
+            *SIMULATOR_OPTIONS[device.device_class](device),
             *sim.extra_args,
         ]  # fmt: skip
 
@@ -129,7 +137,7 @@ class ProcessManager:
             "--name", device.name,
             "--port", port,
             "--baud", str(device.baud),
-            *(("--window", str(device.window)) if device.device_class == "printer" else ("--rx-buffer", str(device.rx_buffer))),
+            *DRIVER_OPTIONS[device.device_class](device),
             "--supervisor", self.config.drivers,
             "--heartbeat", str(self.config.heartbeat_s),
             "--log-file", str(self.config.state_dir / f"driver-{device.name}.log"),
