@@ -146,10 +146,13 @@ class GraphBook:
         self.book = book
         self.publish = publish
         self.graphs: dict[int, Graph] = {}
+        self.live: dict[int, Graph] = {}  # the graphs not ended: each loop turn looks at these, not the history
         self.step_of: dict[int, tuple[int, int]] = {}  # job id -> (graph id, step index)
 
     def _add(self, graph: Graph) -> None:
         self.graphs[graph.id] = graph
+        if graph.state not in TERMINAL_JOB_STATES:
+            self.live[graph.id] = graph
         for step in graph.steps:
             if step.job_id is not None:
                 self.step_of[step.job_id] = (graph.id, step.idx)
@@ -197,7 +200,10 @@ class GraphBook:
         return self.book.jobs[step.job_id] if step is not None and step.job_id is not None else None
 
     def active(self) -> list[Graph]:
-        return [g for g in self.graphs.values() if g.state not in TERMINAL_JOB_STATES]
+        """The graphs not ended (those that ended since the last call leave ``live`` here)."""
+        for graph_id in [i for i, g in self.live.items() if g.state in TERMINAL_JOB_STATES]:
+            del self.live[graph_id]
+        return list(self.live.values())
 
     def summary(self, graph: Graph) -> dict:
         out = graph.record.summary()
