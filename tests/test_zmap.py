@@ -13,7 +13,7 @@ from PIL import Image
 from ismctl.grbl_gcode import parse
 from ismctl.plan import zmap_kernels, zmap_reference
 from ismctl.plan.model import Mesh, PlanError
-from ismctl.plan.zmap import Grid, Stock, ToolShape, simulate, target_surface, verify
+from ismctl.plan.zmap import Grid, Stock, ToolShape, clip_to_box, simulate, target_surface, verify
 from ismctl.plan.zmap_image import GOUGE_RGB, render
 
 STOCK = Stock((0.0, 0.0, -5.0), (30.0, 20.0, 0.0))
@@ -324,3 +324,23 @@ def test_bad_inputs_are_plan_errors():
         Stock((0, 0, 0), (10, 0, 5))
     with pytest.raises(PlanError, match="coarser grid"):
         Grid.covering(Stock((0, 0, 0), (1e4, 1e4, 1)), 0.1)
+
+
+@pytest.mark.parametrize("far", [1e2, 1e8, 1e12])
+def test_a_move_from_far_away_is_swept_as_exactly_as_a_short_one(far):
+    """A sloped cut reaching ``far`` mm either side of the stock: only its part over the grid is swept, so
+    a cell's distance to it keeps its micrometres (unclipped, 1e12 mm read 5.0 mm deep instead of 2.533)."""
+    text = f"G0 X{-far:.3f} Y10 Z{far * 1e-3 - 2.5:.6f}\nG1 X{far:.3f} Z{-far * 1e-3 - 2.5:.6f} F100\n"
+    report = verify(parse(text, start=SAFE), pocketed_block(2.0), STOCK, ToolShape("flat", 6.0), cell=0.1,
+                    tolerance=0.05)
+    # at the stock's far edge (x = 30) the tool's low side (x = 33) is 2.5 + 0.033 mm down; the part's top is 0
+    assert report.gouge_max_mm == pytest.approx(2.5 + 33e-3, abs=1e-4)
+
+
+def test_clip_to_box_keeps_inner_segments_and_cuts_crossing_ones():
+    start = np.array([[1.0, 1.0, 0.0], [-10.0, 5.0, 4.0], [20.0, 20.0, 0.0], [5.0, -3.0, 1.0]])
+    end = np.array([[2.0, 3.0, 1.0], [20.0, 5.0, -2.0], [30.0, 20.0, 0.0], [5.0, -3.0, 1.0]])
+    s, e = clip_to_box(start, end, (0.0, 0.0), (10.0, 10.0))
+    assert np.array_equal(s[0], start[0]) and np.array_equal(e[0], end[0])  # inside: untouched
+    assert s[1] == pytest.approx([0.0, 5.0, 2.0]) and e[1] == pytest.approx([10.0, 5.0, 0.0])  # z follows the line
+    assert np.array_equal(s[2:], start[2:]) and np.array_equal(e[2:], end[2:])  # missing the box; a point outside

@@ -193,6 +193,30 @@ def target_surface(mesh: Mesh, grid: Grid, floor: float) -> np.ndarray:
     return np.maximum(target, floor)
 
 
+def clip_to_box(start: np.ndarray, end: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Each 3D segment cut to the part of it over the XY box ``lo``..``hi`` (Liang-Barsky).
+
+    A segment that leaves the box is swept from where it enters to where it leaves: a cell's
+    distance to a segment that reaches a billion millimetres away loses the micrometres that
+    decide a gouge.  Segments inside, or missing the box, are returned as they are.
+    """
+    start, end = np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
+    d = end - start
+    t0, t1 = np.zeros(len(start)), np.ones(len(start))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for axis in (0, 1):
+            for bound, sign in ((lo[axis], -1.0), (hi[axis], 1.0)):
+                p, q = sign * d[:, axis], sign * (bound - start[:, axis])  # inside where p * t <= q
+                t = q / p
+                t0 = np.where(p < 0, np.maximum(t0, t), t0)
+                t1 = np.where(p > 0, np.minimum(t1, t), t1)
+    cut = (t0 <= t1) & ((t0 > 0) | (t1 < 1))
+    new_start = start[cut] + t0[cut, None] * d[cut]
+    end[cut] = start[cut] + t1[cut, None] * d[cut]
+    start[cut] = new_start
+    return start, end
+
+
 def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid, path: MoveArrays | None = None):
     """Sweep every placed move through the stock: -> (height, cutter, MoveArrays, max_cut per segment).
     ``path``: the program's moves when the caller has them (``parse_with_path``)."""
@@ -201,7 +225,10 @@ def simulate(program: Program, stock: Stock, tool: ToolShape, grid: Grid, path: 
     height = np.full(grid.shape, float(stock.hi[2]))
     cutter = zmap_kernels.empty_cutter(grid.shape)
     max_cut = np.zeros(len(path))
-    zmap_kernels.sweep(height, cutter, float(grid.x0), float(grid.y0), float(grid.cell), path.start, path.end,
+    reach = float(tool.radius) + grid.cell
+    start, end = clip_to_box(path.start, path.end, (grid.x0 - reach, grid.y0 - reach),
+                             (grid.x0 + grid.nx * grid.cell + reach, grid.y0 + grid.ny * grid.cell + reach))
+    zmap_kernels.sweep(height, cutter, float(grid.x0), float(grid.y0), float(grid.cell), start, end,
                        path.op, float(tool.radius), tool.shape == "ball", stock.lo[2], max_cut)
     return height, cutter, path, max_cut
 
