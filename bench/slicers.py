@@ -27,7 +27,10 @@ Ours is ``python -m ismctl slice MESH -o OUT --layer-height 0.2
 --first-layer-height 0.3 --perimeters 2 --top-layers 4 --bottom-layers 4
 --infill 20 --pattern grid --nozzle 0.4 --line-width 0.4 --filament-diameter
 1.75 --skirt 1 --timings`` (flags its ``--help`` does not list are left out and
-named).  Its Numba cache is warmed by one untimed run first; the cold time
+named), run from this checkout (``cwd``) by the ``--python`` interpreter with
+that install's packages; the checkout is byte-compiled first (``compileall``),
+as an install is, or every run would compile its modules again where
+``PYTHONDONTWRITEBYTECODE`` is set.  Its Numba cache is warmed by one untimed run first; the cold time
 (first compile, ``NUMBA_CACHE_DIR`` set to a fresh empty folder) is measured
 once, on the first mesh, and shown as ``ours-cold``.  Stage times that the
 tools print about themselves are shown under each table: CuraEngine's
@@ -330,6 +333,7 @@ def main() -> None:
         runs: dict[str, list[Run]] = {name: [] for name in tools}
         extra: dict[str, Run] = {}
         if "ours" in tools and i == 0:
+            subprocess.run([args.python, "-m", "compileall", "-q", "ismctl", "drivers"], cwd=REPO, check=True)
             if not args.no_cold:
                 with tempfile.TemporaryDirectory(prefix="numba-cold-") as cold_cache:
                     extra["ours-cold"] = slice_once(tools["ours"], mesh, "ours-cold", args.timeout,
