@@ -201,19 +201,21 @@ def clip_to_box(start: np.ndarray, end: np.ndarray, lo, hi) -> tuple[np.ndarray,
     decide a gouge.  Segments inside, or missing the box, are returned as they are.
     """
     start, end = np.array(start, dtype=np.float64), np.array(end, dtype=np.float64)
-    d = end - start
-    t0, t1 = np.zeros(len(start)), np.ones(len(start))
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    leaving = np.flatnonzero(((start[:, :2] < lo) | (start[:, :2] > hi) | (end[:, :2] < lo) | (end[:, :2] > hi)).any(axis=1))
+    a, d = start[leaving], end[leaving] - start[leaving]
+    t0, t1 = np.zeros(len(leaving)), np.ones(len(leaving))
     with np.errstate(divide="ignore", invalid="ignore"):
         for axis in (0, 1):
             for bound, sign in ((lo[axis], -1.0), (hi[axis], 1.0)):
-                p, q = sign * d[:, axis], sign * (bound - start[:, axis])  # inside where p * t <= q
+                p, q = sign * d[:, axis], sign * (bound - a[:, axis])  # inside where p * t <= q
                 t = q / p
                 t0 = np.where(p < 0, np.maximum(t0, t), t0)
                 t1 = np.where(p > 0, np.minimum(t1, t), t1)
-    cut = (t0 <= t1) & ((t0 > 0) | (t1 < 1))
-    new_start = start[cut] + t0[cut, None] * d[cut]
-    end[cut] = start[cut] + t1[cut, None] * d[cut]
-    start[cut] = new_start
+    cut = t0 <= t1
+    rows = leaving[cut]
+    start[rows] = a[cut] + t0[cut, None] * d[cut]
+    end[rows] = a[cut] + t1[cut, None] * d[cut]
     return start, end
 
 
