@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import signal
+import sys
 import time
 
 import zmq
@@ -13,6 +14,8 @@ from ..config import CellConfig
 from ..logs import setup_logging
 from .core import Supervisor
 from .processes import ProcessManager
+
+SWITCH_INTERVAL_S = 0.0005  # see serve()
 
 log = logging.getLogger("ismctl.serve")
 
@@ -41,6 +44,9 @@ def serve(config: CellConfig, verbose: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # The planner thread (slicing, parsing) holds the GIL for long stretches; the loop, which relays
+    # e-stops, asks for it back after this long instead of Python's 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     processes = ProcessManager(config)
     supervisor = Supervisor(config, power_cycle=processes.power_cycle)
     log.info("cell %s serving: clients %s, drivers %s, events %s", config.name, config.clients, config.drivers, config.events)
