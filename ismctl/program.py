@@ -65,10 +65,12 @@ class Program:
         commands = self.commands
         try:
             ok = all(commands)
-            for first in range(0, len(commands), _CHECK_BATCH):
+            for first in range(0, len(commands) if ok else 0, _CHECK_BATCH):
                 batch = commands[first:first + _CHECK_BATCH]
                 text = "\n".join(batch)
-                ok = ok and text.count("\n") == len(batch) - 1 and "\r" not in text
+                if text.count("\n") != len(batch) - 1 or "\r" in text:
+                    ok = False
+                    break
         except TypeError:  # a command that is not text
             ok = False
         if not ok:

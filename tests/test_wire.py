@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ismctl import wire
-from ismctl.program import Program
+from ismctl.program import Program, ProgramError
 from ismctl.wire import Message, MessageFactory, WireError
 
 
@@ -101,3 +101,13 @@ def test_time_left_is_the_sum_of_the_remaining_ops():
     for op in (-1, 0, 1, 25, 49, 50, 60):
         assert np.isclose(prog.time_left_s(op), durations[max(op, 0):].sum())
     assert np.isclose(prog.estimated_s, durations.sum())
+
+
+@pytest.mark.parametrize("bad", ["G1 X1\nG1 X2", "", "G1\rX2"])
+def test_program_refuses_a_command_that_is_not_one_line_even_past_the_first_batch(bad):
+    """Program checks its commands joined in batches of 65536: a bad one in the second batch is named too."""
+    commands = ["G1 X1"] * 70_000
+    commands[69_999] = bad
+    n = len(commands)
+    with pytest.raises(ProgramError, match="op 69999: command must be one non-empty line"):
+        Program("printer", "p", tuple(commands), np.arange(1, n + 1), np.zeros(n), np.zeros(n))
