@@ -141,7 +141,6 @@ class MillDevice(StreamingDevice):
         if resume:
             self.runtime.report("event", kind="warning", job=self.runtime.current_job,
                                 text=f"resuming at op {start_op}, after the last op grbl acknowledged; lines it had buffered were flushed")
-        self.control = StreamControl()
         self._progress = report
         self._idle.clear()
         try:

@@ -106,7 +106,6 @@ class PrinterDevice(StreamingDevice):
                             "supervisor's last confirmed op, %d, as the operator asked", last_line, start_op)
                 self.runtime.report("event", kind="warning", job=self.runtime.current_job,
                                     text=f"firmware was reset (last line {last_line}); resuming from confirmed op {start_op}")
-        self.control = StreamControl()
         self._progress, self._program = report, program
         try:
             result = streamer.stream(program.commands, start_op, line_base, self.control, fresh=fresh)

@@ -31,6 +31,7 @@ from ismctl.machines import DEVICE, Refused, StateModel
 from ismctl.program import Program, ProgramError
 from ismctl.wire import Message, Result
 
+from .marlin import StreamControl
 from .transport import Backoff, PortUnavailable
 
 log = logging.getLogger("ismctl.driver")
@@ -78,6 +79,10 @@ class Device(Protocol):
         """What the operator must do before the device runs a job ("" when nothing), e.g. grbl's
         "'$H'|'$X' to unlock"; reported as the reason of the idle state."""
 
+    def accept_job(self) -> None:
+        """A job was accepted (on the driver's loop, before its thread runs it): a pause or cancel
+        from now on applies to it, also one that arrives before run_job starts streaming."""
+
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def cancel(self) -> None: ...
@@ -104,6 +109,12 @@ class StreamingDevice:
 
     def attach(self, runtime: "DriverRuntime") -> None:
         self.runtime = runtime
+
+    def accept_job(self) -> None:
+        """The accepted job's StreamControl, made now: run_job streams under it, so a pause or cancel
+        that comes between the job_start and the stream's first line is not lost (nor sent to the
+        last job's finished control)."""
+        self.control = StreamControl()
 
     def _report_progress(self, op: int) -> None:
         """On the reader thread: take ``_progress`` once, since run_job clears it on its own thread."""
@@ -306,6 +317,7 @@ class DriverRuntime:
             if self.current_job is not None and self.current_job != body["job"]:
                 return Result.BUSY, f"already running job {self.current_job}"
             self.current_job = body["job"]
+            self.device.accept_job()
             resume = "auto" if body.get("auto") else "operator" if body.get("resume") else ""
             self.incoming = IncomingJob(body["job"], body["n_ops"], body["start_op"], body["line_base"], resume)
             return self._take_chunk(0, body["program"], msg.arrays)

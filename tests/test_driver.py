@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import zmq
 from conftest import REPO
 from test_fuzz_wire import garbage
@@ -132,3 +133,58 @@ def test_cable_pull_mid_job_reconnects_and_finishes_exactly(make_cell):
     assert "paused" in kinds  # the link loss was seen and the job resumed
     assert done["confirmed_op"] == len(PROGRAM) - 1
     assert_exact(cell)
+
+
+def test_a_cancel_or_pause_right_behind_the_job_start_is_not_lost(tmp_path):
+    """job_start, then job_pause or job_cancel at once: the driver takes both on its loop before its job
+    thread has begun the stream, which used to create the job's control only then (the pause or cancel
+    went to the last job's finished control, and the job ran to its end)."""
+    link = tmp_path / "printer.tty"
+    sim = start_simulator(tmp_path, link)
+    sim.stdout.readline()
+    fake = FakeSupervisor()
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "drivers.printer", "--name", "printer", "--port", str(link), "--supervisor", f"tcp://127.0.0.1:{fake.port}", "--heartbeat", "0.2"],
+        cwd=REPO, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    long = parse("G28\n" + "G1 X10 Y10 F3000\nG1 X20 Y10\n" * 2000)
+    body, arrays = long.to_wire()
+
+    def recv_beating(want, timeout_s):
+        """The next wanted message, heartbeating meanwhile (a silent supervisor makes the driver hold)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            fake.send("heartbeat")
+            if fake.sock.poll(100):
+                _, *frames = fake.sock.recv_multipart()
+                msg = wire.decode(frames)
+                if want(msg):
+                    return msg
+        raise AssertionError(f"no wanted message within {timeout_s} s")
+
+    def executed():
+        return (tmp_path / "exec.log").read_text().splitlines()
+
+    try:
+        fake.recv(want=lambda m: m.t == "register")
+        fake.send("reply", {"result": "ok"})
+        recv_beating(lambda m: m.t == "device_state" and m.body["state"] == "idle", 10)
+        for job, then in ((1, "job_cancel"), (2, "job_pause")):
+            ran = len(executed())
+            fake.send("job_start", {"job": job, "start_op": 0, "line_base": 1, "resume": False, "n_ops": len(long), "program": body}, arrays)
+            fake.send(then, {"job": job})
+            if then == "job_pause":
+                with pytest.raises(AssertionError):  # paused before its first line: no job_end for a second
+                    recv_beating(lambda m: m.t == "job_end", 1.0)
+                assert "G1 X20 Y10" not in executed()[ran:]  # and none of its moves ran
+                fake.send("job_cancel", {"job": job})
+            end = recv_beating(lambda m: m.t == "job_end", 30)
+            assert (end.body["job"], end.body["state"]) == (job, "cancelled")
+            assert end.body["op"] < 10  # at most the driver's window of lines, not 4001
+            assert len(executed()) - ran < 10
+        assert driver.poll() is None
+    finally:
+        driver.terminate()
+        driver.wait(10)
+        sim.terminate()
+        sim.wait(10)
