@@ -11,6 +11,7 @@ the middle of a print.  Nothing above this module knows which kind of port it go
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from typing import Callable, Iterator
@@ -85,14 +86,30 @@ def read_lines(port, closed: Callable[[], bool]) -> Iterator[bytes]:
                 yield line
 
 
+WRITE_NOW_WAIT_S = 1.0  # how long write_now waits for a full tty buffer to take its bytes
+
+
 def write_now(port, data: bytes) -> None:
     """Write past pyserial and any lock a streamer holds (e-stop, real-time bytes): straight to the
-    file descriptor of a tty or pty, else through the port's own write."""
+    file descriptor of a tty or pty, else through the port's own write.
+
+    pyserial's descriptor is non-blocking, so a tty whose output buffer is full (the other side has
+    not read yet: a simulator still starting on a loaded machine) refuses with EAGAIN; that is no
+    broken link: wait until it takes the bytes, up to ``WRITE_NOW_WAIT_S``, all of them.
+    """
     fd = getattr(port, "fd", None)
-    if isinstance(fd, int):
-        os.write(fd, data)
-    else:
+    if not isinstance(fd, int):
         port.write(data)
+        return
+    rest = memoryview(data)
+    deadline = time.monotonic() + WRITE_NOW_WAIT_S
+    while rest:
+        try:
+            rest = rest[os.write(fd, rest):]
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            select.select([], [fd], [], 0.01)
 
 
 class LineLink:

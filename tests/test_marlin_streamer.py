@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from drivers.marlin import MarlinStreamer, StreamControl, checksum, frame, frame_lines, parse_position, parse_temperatures
-from drivers.transport import Backoff, PortUnavailable, open_port
+from drivers.transport import WRITE_NOW_WAIT_S, Backoff, PortUnavailable, open_port, write_now
 from ismctl.gcode import parse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +123,39 @@ def test_open_port_errors_and_backoff():
     assert [b.next() for _ in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
     b.reset()
     assert b.next() == 0.2
+
+
+def test_write_now_waits_for_a_full_pty_instead_of_failing():
+    """pyserial's descriptor is non-blocking: a pty nobody has read refuses with EAGAIN, which is no broken
+    link; the e-stop byte goes out once the other side reads (it failed a mill test's setup under load)."""
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    port = open_port(os.ttyname(slave))
+    try:
+        refused = 0
+        while refused < 5:  # fill the pty until it refuses even one byte, five times 10 ms apart (the
+            try:            # kernel moves bytes on to the reading side a little later: room comes back)
+                os.write(port.fd, b"x" * (4096 if refused == 0 else 1))
+                refused = 0
+            except BlockingIOError:
+                refused += 1
+                time.sleep(0.01)
+        reader = threading.Timer(0.2, lambda: os.read(master, 1 << 16))  # the other side reads, once
+        reader.start()
+        t0 = time.monotonic()
+        write_now(port, b"M112\n")
+        assert 0.1 < time.monotonic() - t0 < WRITE_NOW_WAIT_S
+        reader.join()
+        tail = b""
+        while tail[-5:] != b"M112\n":  # every byte of it, after the filler
+            tail += os.read(master, 1 << 16)
+    finally:
+        port.close()
+        os.close(master)
+        os.close(slave)
 
 
 # ----------------------------------------------------------------- streaming
