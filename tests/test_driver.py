@@ -51,7 +51,9 @@ class FakeSupervisor:
         return msg
 
 
-def test_driver_survives_garbage_and_still_prints(tmp_path):
+@pytest.fixture
+def driven(tmp_path):
+    """A printer simulator (its exec log in tmp_path) and a printer driver reporting to a FakeSupervisor."""
     link = tmp_path / "printer.tty"
     sim = start_simulator(tmp_path, link)
     sim.stdout.readline()
@@ -61,43 +63,48 @@ def test_driver_survives_garbage_and_still_prints(tmp_path):
         cwd=REPO, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        reg = fake.recv(want=lambda m: m.t == "register")
-        assert reg.body["device"] == "printer" and reg.body["device_class"] == "printer"
-        fake.send("reply", {"result": "ok"})
-        fake.recv(want=lambda m: m.t == "device_state" and m.body["state"] == "idle")
-        rng = random.Random(99)
-        for _ in range(200):
-            fake.sock.send_multipart([fake.identity, *garbage(rng)])
-            fake.send("heartbeat")
-        invalid = []
-        # the driver keeps heartbeating, so the drain is bounded by time; it ends as soon as 150 replies are in,
-        # and 30 s leaves room for a loaded CI machine (5 s failed once under load)
-        deadline = time.monotonic() + 30
-        while len(invalid) < 150 and time.monotonic() < deadline:
-            if fake.sock.poll(100):
-                _, *frames = fake.sock.recv_multipart()
-                msg = wire.decode(frames)
-                if msg.t == "reply" and msg.body["result"] == "invalid":
-                    invalid.append(msg.body["error"])
-        assert len(invalid) >= 150 and driver.poll() is None
-        program = parse("G28\nM104 S0\nG1 X10 Y10 F3000\nG1 X20 Y10\nG4 P10\n")
-        body, arrays = program.to_wire()
-        start = fake.send("job_start", {"job": 1, "start_op": 0, "line_base": 1001, "resume": False, "n_ops": len(program), "program": body}, arrays)
-        ack = fake.recv(want=lambda m: m.t == "reply" and m.re == start.id)
-        assert ack.body["result"] == "ok"
-        end = fake.recv(want=lambda m: m.t == "job_end")
-        assert (end.body["job"], end.body["state"], end.body["op"]) == (1, "completed", len(program) - 1)
-        # a retried command (same id) is answered again, not executed again
-        fake.sock.send_multipart([fake.identity, *wire.encode(start)])
-        again = fake.recv(want=lambda m: m.t == "reply" and m.re == start.id)
-        assert again.body == ack.body
-        executed = (tmp_path / "exec.log").read_text().splitlines()
-        assert executed.count("G1 X20 Y10") == 1
+        yield fake, driver
     finally:
         driver.terminate()
         driver.wait(10)
         sim.terminate()
         sim.wait(10)
+
+
+def test_driver_survives_garbage_and_still_prints(driven, tmp_path):
+    fake, driver = driven
+    reg = fake.recv(want=lambda m: m.t == "register")
+    assert reg.body["device"] == "printer" and reg.body["device_class"] == "printer"
+    fake.send("reply", {"result": "ok"})
+    fake.recv(want=lambda m: m.t == "device_state" and m.body["state"] == "idle")
+    rng = random.Random(99)
+    for _ in range(200):
+        fake.sock.send_multipart([fake.identity, *garbage(rng)])
+        fake.send("heartbeat")
+    invalid = []
+    # the driver keeps heartbeating, so the drain is bounded by time; it ends as soon as 150 replies are in,
+    # and 30 s leaves room for a loaded CI machine (5 s failed once under load)
+    deadline = time.monotonic() + 30
+    while len(invalid) < 150 and time.monotonic() < deadline:
+        if fake.sock.poll(100):
+            _, *frames = fake.sock.recv_multipart()
+            msg = wire.decode(frames)
+            if msg.t == "reply" and msg.body["result"] == "invalid":
+                invalid.append(msg.body["error"])
+    assert len(invalid) >= 150 and driver.poll() is None
+    program = parse("G28\nM104 S0\nG1 X10 Y10 F3000\nG1 X20 Y10\nG4 P10\n")
+    body, arrays = program.to_wire()
+    start = fake.send("job_start", {"job": 1, "start_op": 0, "line_base": 1001, "resume": False, "n_ops": len(program), "program": body}, arrays)
+    ack = fake.recv(want=lambda m: m.t == "reply" and m.re == start.id)
+    assert ack.body["result"] == "ok"
+    end = fake.recv(want=lambda m: m.t == "job_end")
+    assert (end.body["job"], end.body["state"], end.body["op"]) == (1, "completed", len(program) - 1)
+    # a retried command (same id) is answered again, not executed again
+    fake.sock.send_multipart([fake.identity, *wire.encode(start)])
+    again = fake.recv(want=lambda m: m.t == "reply" and m.re == start.id)
+    assert again.body == ack.body
+    executed = (tmp_path / "exec.log").read_text().splitlines()
+    assert executed.count("G1 X20 Y10") == 1
 
 
 def test_missing_port_is_retried_with_backoff_then_prints(make_cell, tmp_path):
@@ -135,18 +142,11 @@ def test_cable_pull_mid_job_reconnects_and_finishes_exactly(make_cell):
     assert_exact(cell)
 
 
-def test_a_cancel_or_pause_right_behind_the_job_start_is_not_lost(tmp_path):
+def test_a_cancel_or_pause_right_behind_the_job_start_is_not_lost(driven, tmp_path):
     """job_start, then job_pause or job_cancel at once: the driver takes both on its loop before its job
     thread has begun the stream, which used to create the job's control only then (the pause or cancel
     went to the last job's finished control, and the job ran to its end)."""
-    link = tmp_path / "printer.tty"
-    sim = start_simulator(tmp_path, link)
-    sim.stdout.readline()
-    fake = FakeSupervisor()
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "drivers.printer", "--name", "printer", "--port", str(link), "--supervisor", f"tcp://127.0.0.1:{fake.port}", "--heartbeat", "0.2"],
-        cwd=REPO, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    fake, driver = driven
     long = parse("G28\n" + "G1 X10 Y10 F3000\nG1 X20 Y10\n" * 2000)
     body, arrays = long.to_wire()
 
@@ -165,26 +165,20 @@ def test_a_cancel_or_pause_right_behind_the_job_start_is_not_lost(tmp_path):
     def executed():
         return (tmp_path / "exec.log").read_text().splitlines()
 
-    try:
-        fake.recv(want=lambda m: m.t == "register")
-        fake.send("reply", {"result": "ok"})
-        recv_beating(lambda m: m.t == "device_state" and m.body["state"] == "idle", 10)
-        for job, then in ((1, "job_cancel"), (2, "job_pause")):
-            ran = len(executed())
-            fake.send("job_start", {"job": job, "start_op": 0, "line_base": 1, "resume": False, "n_ops": len(long), "program": body}, arrays)
-            fake.send(then, {"job": job})
-            if then == "job_pause":
-                with pytest.raises(AssertionError):  # paused before its first line: no job_end for a second
-                    recv_beating(lambda m: m.t == "job_end", 1.0)
-                assert "G1 X20 Y10" not in executed()[ran:]  # and none of its moves ran
-                fake.send("job_cancel", {"job": job})
-            end = recv_beating(lambda m: m.t == "job_end", 30)
-            assert (end.body["job"], end.body["state"]) == (job, "cancelled")
-            assert end.body["op"] < 10  # at most the driver's window of lines, not 4001
-            assert len(executed()) - ran < 10
-        assert driver.poll() is None
-    finally:
-        driver.terminate()
-        driver.wait(10)
-        sim.terminate()
-        sim.wait(10)
+    fake.recv(want=lambda m: m.t == "register")
+    fake.send("reply", {"result": "ok"})
+    recv_beating(lambda m: m.t == "device_state" and m.body["state"] == "idle", 10)
+    for job, then in ((1, "job_cancel"), (2, "job_pause")):
+        ran = len(executed())
+        fake.send("job_start", {"job": job, "start_op": 0, "line_base": 1, "resume": False, "n_ops": len(long), "program": body}, arrays)
+        fake.send(then, {"job": job})
+        if then == "job_pause":
+            with pytest.raises(AssertionError):  # paused before its first line: no job_end for a second
+                recv_beating(lambda m: m.t == "job_end", 1.0)
+            assert "G1 X20 Y10" not in executed()[ran:]  # and none of its moves ran
+            fake.send("job_cancel", {"job": job})
+        end = recv_beating(lambda m: m.t == "job_end", 30)
+        assert (end.body["job"], end.body["state"]) == (job, "cancelled")
+        assert end.body["op"] < 10  # at most the driver's window of lines, not 4001
+        assert len(executed()) - ran < 10
+    assert driver.poll() is None
