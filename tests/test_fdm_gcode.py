@@ -211,7 +211,8 @@ def extruded_by_layer(text: str, settings: SliceSettings) -> dict[int, float]:
 
 def test_emitted_gcode_parses_to_the_same_program():
     layers, s = sample_print()
-    text, program = emit_fdm(layers, s, name="plate")
+    text, parts = emit_fdm(layers, s, name="plate")
+    program = parts.program(text)
     assert gcode.validate(text) == []
     parsed = gcode.parse(text)
     assert parsed.commands == program.commands
@@ -273,7 +274,8 @@ def test_retract_and_z_hop_only_on_travels_that_leave_the_part():
         ExtrusionPath(PathKind.INFILL, np.array([[10.0, 18.0], [3.0, 18.0]]), 0.45, 80.0),  # short: none
     ]
     layer_z = 0.3
-    text, program = emit_fdm([LayerPaths.from_paths(0, layer_z, 0.3, paths)], s)
+    text, parts = emit_fdm([LayerPaths.from_paths(0, layer_z, 0.3, paths)], s)
+    program = parts.program(text)
     blocks = travel_blocks(program)
     # the first travel (from home at 0,0 to the wall corner) runs along no edge: no retract either
     retracting_travels = [b for _, b in blocks if any(c.startswith("G0 X") for c in b)]
@@ -295,7 +297,8 @@ def test_retract_and_z_hop_only_on_travels_that_leave_the_part():
 
 def test_header_agrees_with_the_program():
     layers, s = sample_print()
-    text, program = emit_fdm(layers, s)
+    text, parts = emit_fdm(layers, s)
+    program = parts.program(text)
     head = {}
     for line in text.splitlines():
         if not line.startswith(";") or line.startswith(";LAYER:"):
@@ -322,7 +325,8 @@ def test_header_agrees_with_the_program():
 
 def test_start_end_types_fan_and_modal_feedrates():
     layers, s = sample_print(SliceSettings(fan_start_layer=2, fan_speed=0.6))
-    text, program = emit_fdm(layers, s)
+    text, parts = emit_fdm(layers, s)
+    program = parts.program(text)
     cmds = program.commands
     assert list(cmds[:8]) == ["M140 S60", "M104 S210", "G28", "M190 S60", "M109 S210", "G90", "M83", "M107"]
     assert list(cmds[-4:]) == ["M104 S0", "M140 S0", "M107", "M84"]
@@ -347,7 +351,8 @@ def test_slowed_layer_runs_at_the_effective_speeds():
     s = SliceSettings(min_layer_time=200.0, min_print_speed=12.0)
     layers, s = sample_print(s, n_layers=2)
     assert layers[1].speed_factor < 1
-    _, program = emit_fdm(layers, s)
+    text, parts = emit_fdm(layers, s)
+    program = parts.program(text)
     feeds = {float(f) for c, layer in zip(program.commands, program.layer.tolist()) if layer == 1 and c.startswith("G1")
              for f in re.findall(r" F([0-9.]+)", c)}
     want = effective_speeds([p.speed for p in layers[1].paths], layers[1].speed_factor, s.min_print_speed)

@@ -138,5 +138,5 @@ def _slice(mesh: Mesh, settings: SliceSettings, limits, allow_open: bool, steps:
     del layer_regions
     release_free_memory()
     steps.start("gcode")
-    text, parts = fdm_gcode.emit_fdm_text(layer_paths, settings, limits, name=name)
+    text, parts = fdm_gcode.emit_fdm(layer_paths, settings, limits, name=name)
     return SliceResult(text, parts, placement, report.messages(), notes, steps.done())

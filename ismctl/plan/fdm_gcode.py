@@ -553,15 +553,9 @@ class ProgramParts:
 
 
 def emit_fdm(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLimits | None = None,
-             name: str = "") -> tuple[str, Program]:
-    """Marlin G-code for ``layers`` and the Program of its commands (module docstring)."""
-    text, parts = emit_fdm_text(layers, settings, limits, name)
-    return text, parts.program(text)
-
-
-def emit_fdm_text(layers: list[LayerPaths], settings: SliceSettings, limits: MotionLimits | None = None,
-                  name: str = "") -> tuple[str, ProgramParts]:
-    """Marlin G-code for ``layers`` and what its Program needs besides the text."""
+             name: str = "") -> tuple[str, ProgramParts]:
+    """Marlin G-code for ``layers`` (module docstring) and what its Program needs besides the text:
+    ``parts.program(text)`` makes the Program."""
     s = settings
     limits = limits or MotionLimits()
     if not layers:
