@@ -37,8 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .marlin import StreamControl
-from .transport import LineLink, write_now
+from .transport import LineLink, StreamControl, write_now
 
 __all__ = [
     "GrblStreamer",

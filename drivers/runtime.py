@@ -31,8 +31,7 @@ from ismctl.machines import DEVICE, Refused, StateModel
 from ismctl.program import Program, ProgramError
 from ismctl.wire import Message, Result
 
-from .marlin import StreamControl
-from .transport import Backoff, PortUnavailable
+from .transport import Backoff, PortUnavailable, StreamControl
 
 log = logging.getLogger("ismctl.driver")
 

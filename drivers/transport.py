@@ -225,3 +225,45 @@ class Backoff:
     def reset(self) -> None:
         self._next = self.first
         self.attempts = 0
+
+
+class StreamControl:
+    """Pause / resume / cancel a running stream from any thread.
+
+    Pausing stops sending new lines; lines in flight finish.  Cancelling stops
+    sending and returns once the lines in flight are answered.
+    """
+
+    def __init__(self):
+        self._paused = False
+        self._cancelled = False
+        self._listeners: list[threading.Condition] = []
+
+    def pause(self) -> None:
+        self._paused = True
+        self._notify()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._notify()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._notify()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def _attach(self, cv: threading.Condition) -> None:
+        if cv not in self._listeners:
+            self._listeners.append(cv)
+
+    def _notify(self) -> None:
+        for cv in list(self._listeners):
+            with cv:
+                cv.notify_all()
